@@ -1,0 +1,1 @@
+"""Sharing models: saved directories, the Hugging Face Hub, exports to timm and transformers."""

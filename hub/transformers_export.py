@@ -1,0 +1,114 @@
+"""Weights of a 2D ``MaskedAutoencoder`` in transformers' ``ViTMAEForPreTraining`` layout.
+
+Our fused ``qkv`` is split into q/k/v projections, the linear patch embedding is
+reshaped into a convolution (patch vectors are (p, q, C), channel last), and the
+zero class-token position is prepended to the sin-cos tables.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mimsdk.model import MaskedAutoencoder
+
+
+def vitmae_config(model: MaskedAutoencoder):
+    """A ``transformers.ViTMAEConfig`` describing ``model``."""
+    from transformers import ViTMAEConfig
+
+    cfg = model.config
+    if len(cfg.input_size) != 2 or cfg.patch_size[0] != cfg.patch_size[1]:
+        raise ValueError(
+            f"transformers' ViTMAE takes 2D images with square patches; this model has input_size "
+            f"{cfg.input_size} and patch_size {cfg.patch_size}"
+        )
+    if cfg.target not in ("norm_pix", "pixels"):
+        raise ValueError(f"transformers' ViTMAE predicts pixels; this model's target is {cfg.target!r}")
+    dim, depth, heads = cfg.width
+    return ViTMAEConfig(
+        hidden_size=dim,
+        num_hidden_layers=depth,
+        num_attention_heads=heads,
+        intermediate_size=int(dim * cfg.mlp_ratio),
+        image_size=cfg.input_size[0] if cfg.input_size[0] == cfg.input_size[1] else list(cfg.input_size),
+        patch_size=cfg.patch_size[0],
+        num_channels=cfg.in_chans,
+        decoder_hidden_size=cfg.decoder_dim,
+        decoder_num_hidden_layers=cfg.decoder_depth,
+        decoder_num_attention_heads=cfg.decoder_heads,
+        decoder_intermediate_size=int(cfg.decoder_dim * cfg.mlp_ratio),
+        mask_ratio=cfg.mask_ratio,
+        norm_pix_loss=cfg.target == "norm_pix",
+        layer_norm_eps=1e-6,
+        qkv_bias=True,
+        hidden_act="gelu",
+    )
+
+
+def _blocks(prefix: str, blocks: torch.nn.ModuleList) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, block in enumerate(blocks):
+        p = f"{prefix}.{i}"
+        q, k, v = block.attn.qkv.weight.chunk(3)
+        qb, kb, vb = block.attn.qkv.bias.chunk(3)
+        out |= {
+            f"{p}.attention.q_proj.weight": q,
+            f"{p}.attention.q_proj.bias": qb,
+            f"{p}.attention.k_proj.weight": k,
+            f"{p}.attention.k_proj.bias": kb,
+            f"{p}.attention.v_proj.weight": v,
+            f"{p}.attention.v_proj.bias": vb,
+            f"{p}.attention.o_proj.weight": block.attn.proj.weight,
+            f"{p}.attention.o_proj.bias": block.attn.proj.bias,
+            f"{p}.layernorm_before.weight": block.norm1.weight,
+            f"{p}.layernorm_before.bias": block.norm1.bias,
+            f"{p}.layernorm_after.weight": block.norm2.weight,
+            f"{p}.layernorm_after.bias": block.norm2.bias,
+            f"{p}.mlp.fc1.weight": block.mlp.fc1.weight,
+            f"{p}.mlp.fc1.bias": block.mlp.fc1.bias,
+            f"{p}.mlp.fc2.weight": block.mlp.fc2.weight,
+            f"{p}.mlp.fc2.bias": block.mlp.fc2.bias,
+        }
+    return out
+
+
+def _with_cls_position(table: torch.Tensor) -> torch.Tensor:
+    return torch.cat([table.new_zeros(1, 1, table.shape[2]), table], dim=1)
+
+
+@torch.no_grad()
+def vitmae_state_dict(model: MaskedAutoencoder) -> dict[str, torch.Tensor]:
+    """``model``'s weights under ``ViTMAEForPreTraining``'s key names (strict load)."""
+    cfg = vitmae_config(model)
+    tok = model.tokenizer
+    p, c = cfg.patch_size, cfg.num_channels
+    conv = tok.proj.weight.reshape(-1, p, p, c).permute(0, 3, 1, 2)  # D×C×p×p
+    dec = model.decoder
+    out = {
+        "vit.embeddings.cls_token": model.encoder.cls_token,
+        "vit.embeddings.position_embeddings": _with_cls_position(model.pos()),
+        "vit.embeddings.patch_embeddings.projection.weight": conv,
+        "vit.embeddings.patch_embeddings.projection.bias": tok.proj.bias,
+        "vit.layernorm.weight": model.encoder.norm.weight,
+        "vit.layernorm.bias": model.encoder.norm.bias,
+        "decoder.mask_token": dec.mask_token,
+        "decoder.decoder_pos_embed": _with_cls_position(dec.pos()),
+        "decoder.decoder_embed.weight": dec.embed.weight,
+        "decoder.decoder_embed.bias": dec.embed.bias,
+        "decoder.decoder_norm.weight": dec.norm.weight,
+        "decoder.decoder_norm.bias": dec.norm.bias,
+        "decoder.decoder_pred.weight": dec.pred.weight,
+        "decoder.decoder_pred.bias": dec.pred.bias,
+    }
+    out |= _blocks("vit.layers", model.encoder.blocks)
+    out |= _blocks("decoder.decoder_layers", dec.blocks)
+    return {k: v.detach().clone().contiguous() for k, v in out.items()}
+
+
+def to_vitmae(model: MaskedAutoencoder):
+    """A ``transformers.ViTMAEForPreTraining`` holding ``model``'s weights (eval mode)."""
+    from transformers import ViTMAEForPreTraining
+
+    hf = ViTMAEForPreTraining(vitmae_config(model))
+    hf.load_state_dict(vitmae_state_dict(model), strict=True)
+    return hf.eval()

@@ -1,0 +1,287 @@
+"""Typed recipe configuration, validated on load.
+
+A recipe is three sections, ``model``, ``data`` and ``train``. Every key is a
+dataclass field with a type; loading checks each key and value and names the
+dotted key that is wrong, with what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe key or value that is not allowed; the message names the key."""
+
+
+def choice(default: Any, *allowed: Any) -> Any:
+    return field(default=default, metadata={"choices": allowed})
+
+
+SIZES: dict[str, tuple[int, int, int]] = {
+    # name: (width, depth, heads), the standard ViT widths and depths
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+    "huge": (1280, 32, 16),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model: it travels with the weights."""
+
+    size: str = choice("base", *SIZES)
+    input_size: list[int] = field(default_factory=lambda: [224, 224])
+    patch_size: list[int] = field(default_factory=lambda: [16, 16])
+    in_chans: int = 3
+    embed_dim: int | None = None  # None: from size
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.0
+    decoder_dim: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 16
+    masker: str = choice("random", "random")
+    mask_ratio: float = 0.75
+    target: str = choice("norm_pix", "norm_pix", "pixels")
+    pos_embed: str = choice("sincos", "sincos", "learned")
+    modality: str = "images"
+    metadata: dict[str, Any] = field(default_factory=dict)  # adapter facts: channel names, normalisation, ...
+
+    def __post_init__(self) -> None:
+        if isinstance(self.patch_size, int):
+            self.patch_size = [self.patch_size] * len(self.input_size)
+
+    @property
+    def width(self) -> tuple[int, int, int]:
+        """(embed_dim, depth, num_heads) after applying ``size`` defaults."""
+        dim, depth, heads = SIZES[self.size]
+        return (self.embed_dim or dim, self.depth or depth, self.num_heads or heads)
+
+
+@dataclass
+class DataConfig:
+    modality: str = "images"
+    path: str | None = None  # None: the sample that ships with mimsdk
+    eval_path: str | None = None  # held-out data for evaluation loss and probes
+    labels: str | None = None  # CSV with columns path,label (else class sub-folders)
+    batch_size: int = 64
+    num_workers: int = 2
+    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    hflip: bool = True
+    mean: list[float] | None = None  # None: the adapter's default
+    std: list[float] | None = None
+    strict: bool = False  # True: an unreadable file is an error, not a warning
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int | None = None  # optimiser steps; None: from epochs
+    epochs: float | None = None
+    warmup_steps: int | None = None  # None: from warmup_epochs
+    warmup_epochs: float = 0.0
+    base_lr: float = 1.5e-4  # lr = base_lr × effective batch / 256
+    lr: float | None = None  # absolute lr; overrides base_lr
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    accum_steps: int = 1
+    clip_grad: float | None = None
+    precision: str = choice("auto", "auto", "fp32", "bf16")
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 500
+    recon_every: int = 500
+    probe_every: int = 0  # 0: only at the end, when labels exist
+    eval_batches: int = 8  # held-out batches for the evaluation loss
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp``, or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[-1])
+    if tp is Any:
+        return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, int | float) and not isinstance(value, bool) and item in (int, float):
+            return value  # a single number broadcast later (patch_size: 16)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def from_mapping(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking every key and value."""
+    where = prefix.rstrip(".") or "recipe"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!s}; allowed keys in {where}: {', '.join(fields)}")
+    values = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = from_mapping(tp, value, f"{key}.")
+            continue
+        value = _check_value(value, tp, key)
+        allowed = fields[name].metadata.get("choices")
+        if allowed and value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected one of {', '.join(map(str, allowed))}")
+        values[name] = value
+    return cls(**values)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["train.max_steps=50", "data.batch_size=8"]`` -> nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=50)")
+        key, raw = item.split("=", 1)
+        _set_dotted(out, key.strip(), yaml.safe_load(raw))
+    return out
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict update (update wins)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def recipe_dir() -> Path:
+    """Folder of the recipes that ship with mimsdk."""
+    from mimsdk import recipes
+
+    return Path(recipes.__file__).parent
+
+
+def list_recipes() -> dict[str, str]:
+    """Shipped recipe names -> one-line descriptions."""
+    out = {}
+    for path in sorted(recipe_dir().glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        out[path.stem] = str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
+    return out
+
+
+def recipe_source(recipe: str | Path) -> tuple[dict, str]:
+    """Raw mapping of a recipe name or YAML path, and where it came from."""
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+    else:
+        path = recipe_dir() / f"{recipe}.yaml"
+        if not path.is_file():
+            names = ", ".join(list_recipes())
+            raise ConfigError(f"unknown recipe {recipe!r}; shipped recipes: {names} (or give a path to a YAML file)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe file {path} must hold a mapping with sections model, data, train")
+    data.setdefault("name", path.stem)
+    return data, str(path)
+
+
+def load_recipe(recipe: str | Path | Recipe | dict, overrides: dict | list[str] | None = None) -> Recipe:
+    """A validated ``Recipe`` from a shipped name, a YAML path, a mapping or a Recipe, plus overrides.
+
+    Overrides are a nested dict or dotted ``key=value`` strings.
+    """
+    if isinstance(recipe, Recipe):
+        data = recipe.to_dict()
+    elif isinstance(recipe, dict):
+        data = recipe
+    else:
+        data, _ = recipe_source(recipe)
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    data = merge(data, overrides or {})
+    parsed = from_mapping(Recipe, data)
+    # The model's modality follows the data's unless set explicitly.
+    if "modality" not in (data.get("model") or {}):
+        parsed.model.modality = parsed.data.modality
+    return parsed

@@ -1,0 +1,57 @@
+"""Decoder: a light transformer that fills mask tokens in and predicts targets."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mimsdk.encoder import LayerNorm, transformer_blocks
+from mimsdk.position import GridPositionEncoding
+
+
+class Decoder(nn.Module):
+    """MAE decoder.
+
+    Args:
+        encoder_dim: width of the encoder's latent D.
+        dim: decoder width Dd. depth, heads, mlp_ratio: its transformer.
+        out_dim: values predicted per token P'.
+        coords: L×n token coordinates, for the decoder's own position table.
+        pos_kind: ``"sincos"`` or ``"learned"``.
+
+    Shapes: latent B×(1+Lv)×D, restore B×L -> prediction B×L×P' (class token dropped).
+    """
+
+    def __init__(
+        self,
+        encoder_dim: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        out_dim: int,
+        coords: torch.Tensor,
+        pos_kind: str = "sincos",
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"decoder width {dim} is not divisible by its {heads} heads")
+        self.embed = nn.Linear(encoder_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = GridPositionEncoding(coords, dim, pos_kind)
+        self.blocks = transformer_blocks(dim, depth, heads, mlp_ratio)
+        self.norm = LayerNorm(dim)
+        self.pred = nn.Linear(dim, out_dim)
+
+    def forward(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+        x = self.embed(latent)  # B×(1+Lv)×Dd
+        b, num_tokens = restore.shape
+        num_masked = num_tokens + 1 - x.shape[1]
+        mask_tokens = self.mask_token.expand(b, num_masked, -1)
+        x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)  # B×L×Dd, visible first
+        x_ = torch.gather(x_, 1, restore[..., None].expand(-1, -1, x.shape[2]))  # token order
+        x_ = x_ + self.pos()
+        x = torch.cat([x[:, :1], x_], dim=1)  # B×(1+L)×Dd
+        for block in self.blocks:
+            x = block(x)
+        return self.pred(self.norm(x))[:, 1:]  # B×L×P'

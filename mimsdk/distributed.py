@@ -1,0 +1,44 @@
+"""torchrun support: one process per device, rank 0 alone writes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_processes(device: torch.device) -> Processes:
+    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Processes()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def mean_across(value: torch.Tensor, procs: Processes) -> torch.Tensor:
+    """Average a tensor over all processes (identity for one)."""
+    if procs.world == 1:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / procs.world
+
+
+def barrier(procs: Processes) -> None:
+    if procs.world > 1:
+        dist.barrier()

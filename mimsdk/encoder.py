@@ -1,0 +1,50 @@
+"""Encoder: a ViT over visible tokens only, with a class token.
+
+Blocks are timm's ``Block``, whose attention runs through PyTorch's fused
+``scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+LayerNorm = partial(nn.LayerNorm, eps=1e-6)
+
+
+def transformer_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float = 0.0) -> nn.ModuleList:
+    """``depth`` pre-norm timm blocks with drop-path rising linearly to ``drop_path``."""
+    rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
+    return nn.ModuleList(
+        Block(dim, heads, mlp_ratio, qkv_bias=True, norm_layer=LayerNorm, drop_path=rate) for rate in rates
+    )
+
+
+class Encoder(nn.Module):
+    """Transformer encoder with a class token.
+
+    Args:
+        dim: width D. depth: number of blocks. heads: attention heads.
+        mlp_ratio: MLP hidden width / D. drop_path: stochastic depth at the last block.
+
+    Shapes: tokens B×Lv×D (positions already added) -> B×(1+Lv)×D, normalised.
+    """
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"encoder width {dim} is not divisible by its {heads} heads")
+        self.dim = dim
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = transformer_blocks(dim, depth, heads, mlp_ratio, drop_path)
+        self.norm = LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        x = torch.cat([cls, tokens], dim=1)  # B×(1+Lv)×D
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)

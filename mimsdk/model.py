@@ -1,0 +1,166 @@
+"""MaskedAutoencoder: tokenizer, masker, encoder, decoder and target composed.
+
+x ──patchify──▶ patches B×L×P ──embed + pos──▶ tokens B×L×D
+noise B×L ──masker──▶ keep B×Lv, restore B×L, mask B×L
+tokens[keep] ──encoder──▶ latent B×(1+Lv)×D ──decoder──▶ pred B×L×P'
+loss = target.loss(pred, target(patches), mask)        (masked tokens only)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mimsdk.config import ModelConfig
+from mimsdk.decoder import Decoder
+from mimsdk.encoder import Encoder
+from mimsdk.masker import Mask, build_masker
+from mimsdk.position import GridPositionEncoding
+from mimsdk.target import build_target
+from mimsdk.tokenizer import PatchTokenizer
+
+
+@dataclass
+class MAEOutput:
+    """Result of one forward pass: ``loss`` (scalar), ``pred`` B×L×P', ``mask`` B×L (1 = masked)."""
+
+    loss: torch.Tensor
+    pred: torch.Tensor
+    mask: torch.Tensor
+
+
+class MaskedAutoencoder(nn.Module):
+    """A masked autoencoder that knows nothing of the modality it trains on.
+
+    Build one with :func:`create_model` from a :class:`ModelConfig`; the config
+    travels with the weights (``model.config``).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim, depth, heads = config.width
+        self.tokenizer = PatchTokenizer(config.input_size, config.patch_size, config.in_chans, dim)
+        coords = self.tokenizer.coords()
+        self.pos = GridPositionEncoding(coords, dim, config.pos_embed)
+        self.masker = build_masker(config.masker, config.mask_ratio)
+        self.encoder = Encoder(dim, depth, heads, config.mlp_ratio, config.drop_path)
+        self.target = build_target(config.target)
+        self.decoder = Decoder(
+            dim,
+            config.decoder_dim,
+            config.decoder_depth,
+            config.decoder_heads,
+            self.tokenizer.patch_dim,
+            coords,
+            config.pos_embed,
+            config.mlp_ratio,
+        )
+        self.reset_parameters()
+
+    @property
+    def num_tokens(self) -> int:
+        return self.tokenizer.num_tokens
+
+    def reset_parameters(self) -> None:
+        """MAE's initialisation: xavier for linear maps, N(0, 0.02) for tokens."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.encoder.cls_token, std=0.02)
+        nn.init.normal_(self.decoder.mask_token, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names exempt from weight decay besides norms and biases."""
+        return {name for name, _ in self.named_parameters() if name.endswith(("cls_token", "mask_token", "pos.table"))}
+
+    # -- the steps -----------------------------------------------------------
+
+    def embed(self, patches: torch.Tensor) -> torch.Tensor:
+        """B×L×P -> B×L×D with positions."""
+        return self.tokenizer.embed(patches) + self.pos()
+
+    def make_mask(self, batch: int, noise: torch.Tensor | None, generator: torch.Generator | None) -> Mask:
+        if noise is None:
+            noise = self.masker.noise(batch, self.num_tokens, generator, self.pos().device)
+        if noise.shape != (batch, self.num_tokens):
+            raise ValueError(f"noise of shape {tuple(noise.shape)}; expected {(batch, self.num_tokens)}")
+        return self.masker(noise)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MAEOutput:
+        """x B×C×S1..Sn -> loss over masked tokens, prediction B×L×P', mask B×L.
+
+        ``noise`` (B×L) fixes the mask (lowest noise kept); otherwise it is drawn
+        from ``generator``.
+        """
+        patches = self.tokenizer.patchify(x)  # B×L×P
+        tokens = self.embed(patches)  # B×L×D
+        mask = self.make_mask(x.shape[0], noise, generator)
+        visible = torch.gather(tokens, 1, mask.keep[..., None].expand(-1, -1, tokens.shape[2]))  # B×Lv×D
+        latent = self.encoder(visible)  # B×(1+Lv)×D
+        pred = self.decoder(latent, mask.restore)  # B×L×P'
+        loss = self.target.loss(pred, self.target(patches), mask.mask)
+        return MAEOutput(loss=loss, pred=pred, mask=mask.mask)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Features with every token visible: B×(1+L)×D (class token first)."""
+        return self.encoder(self.embed(self.tokenizer.patchify(x)))
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor, pool: str = "mean") -> torch.Tensor:
+        """Pooled features B×D: ``"mean"`` over patch tokens (MAE's global pool) or ``"cls"``."""
+        latent = self.encode(x)
+        if pool == "cls":
+            return latent[:, 0]
+        if pool == "mean":
+            return latent[:, 1:].mean(dim=1)
+        raise ValueError(f"pool {pool!r}; expected 'mean' or 'cls'")
+
+    def reconstruct(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Input, masked input and reconstruction, all B×C×S1..Sn, for pictures.
+
+        Visible patches of the reconstruction are the input's own, as in MAE's demo.
+        """
+        out = self.forward(x, noise=noise, generator=generator)
+        patches = self.tokenizer.patchify(x)
+        pred = self.target.to_pixels(out.pred.float(), patches.float())
+        mask = out.mask[..., None]
+        return {
+            "input": x,
+            "masked": self.tokenizer.unpatchify(patches * (1 - mask)),
+            "reconstruction": self.tokenizer.unpatchify(patches * (1 - mask) + pred * mask),
+            "mask": self.tokenizer.unpatchify(mask.expand_as(patches)),
+        }
+
+
+def create_model(config: ModelConfig | dict | None = None, **overrides) -> MaskedAutoencoder:
+    """The one way to build a model: from a ModelConfig, a dict of its fields, or keywords.
+
+    >>> model = create_model(size="tiny", input_size=[32, 32], patch_size=4, decoder_dim=64, decoder_heads=2)
+    >>> model.num_tokens
+    64
+    """
+    from mimsdk.config import from_mapping
+
+    if config is None:
+        config = ModelConfig()
+    if isinstance(config, ModelConfig):
+        config = dataclasses.asdict(config)
+    config = from_mapping(ModelConfig, {**config, **overrides}, "model.")
+    return MaskedAutoencoder(config)

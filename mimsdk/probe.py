@@ -1,0 +1,125 @@
+"""Does the encoder know something? kNN, linear probe and fine-tuning accuracy.
+
+kNN and the linear probe use frozen pooled features; fine-tuning trains the
+whole encoder with MAE's layer-wise learning-rate decay.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mimsdk.model import MaskedAutoencoder
+
+
+def knn_accuracy(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
+    """Weighted kNN on cosine similarity (k=20, weights exp(sim/T), as in DINO's and MAE's kNN monitors)."""
+    train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
+    k = min(k, train_x.shape[0])
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    sims, idx = (test_x @ train_x.T).topk(k, dim=1)  # N×k
+    votes = torch.zeros(test_x.shape[0], classes).scatter_add_(1, train_y[idx], (sims / temperature).exp())
+    return (votes.argmax(1) == test_y).float().mean().item()
+
+
+def linear_probe_accuracy(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+    epochs: int = 300, lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0,
+) -> float:  # fmt: skip
+    """Logistic regression on standardised frozen features (MAE's probe: BatchNorm without affine, then linear)."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    torch.manual_seed(seed)
+    head = nn.Linear(train_x.shape[1], int(train_y.max()) + 1)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):  # full batch: the probe sets are small
+        opt.zero_grad()
+        F.cross_entropy(head(train_x), train_y).backward()
+        opt.step()
+    with torch.no_grad():
+        return (head(test_x).argmax(1) == test_y).float().mean().item()
+
+
+class Classifier(nn.Module):
+    """MAE's fine-tuning model: encoder on all tokens, mean pool, LayerNorm, linear head."""
+
+    def __init__(self, mae: MaskedAutoencoder, num_classes: int) -> None:
+        super().__init__()
+        self.tokenizer, self.pos, self.encoder = mae.tokenizer, mae.pos, mae.encoder
+        dim = mae.encoder.dim
+        self.fc_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=2e-5)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.tokenizer.embed(self.tokenizer.patchify(x)) + self.pos()
+        latent = self.encoder(tokens)
+        return self.head(self.fc_norm(latent[:, 1:].mean(1)))
+
+
+def layer_decay_groups(model: Classifier, lr: float, weight_decay: float, decay: float) -> list[dict]:
+    """Parameter groups with lr × decay^(depth − layer): embeddings lowest, head highest (MAE's fine-tuning)."""
+    depth = len(model.encoder.blocks)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if name.startswith(("tokenizer.", "pos.")) or name == "encoder.cls_token":
+            layer = 0
+        elif name.startswith("encoder.blocks."):
+            layer = int(name.split(".")[2]) + 1
+        else:
+            layer = depth + 1
+        no_decay = param.ndim <= 1 or name.endswith("cls_token")
+        key = (layer, no_decay)
+        group = groups.setdefault(
+            key,
+            {"params": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": decay ** (depth + 1 - layer)},
+        )
+        group["params"].append(param)
+    for group in groups.values():
+        group["lr"] = lr * group["lr_scale"]
+    return list(groups.values())
+
+
+def finetune_accuracy(
+    mae: MaskedAutoencoder, train_set, test_set, num_classes: int,
+    epochs: int = 10, batch_size: int = 64, lr: float = 1e-3, layer_decay: float = 0.75,
+    weight_decay: float = 0.05, seed: int = 0,
+) -> float:  # fmt: skip
+    """Fine-tune a copy of the encoder end to end (AdamW, layer-wise lr decay, cosine) and score ``test_set``."""
+    torch.manual_seed(seed)
+    device = next(mae.parameters()).device
+    model = Classifier(copy.deepcopy(mae), num_classes).to(device)
+    opt = torch.optim.AdamW(layer_decay_groups(model, lr, weight_decay, layer_decay), betas=(0.9, 0.999))
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) > batch_size)
+    total = max(1, epochs * len(loader))
+    step = 0
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            scale = 0.5 * (1 + torch.cos(torch.tensor(step / total * torch.pi))).item()
+            for group in opt.param_groups:
+                group["lr"] = lr * group["lr_scale"] * scale
+            loss = F.cross_entropy(model(x.to(device)), torch.as_tensor(y).to(device), label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+    model.eval()
+    correct = count = 0
+    with torch.no_grad():
+        for x, y in DataLoader(test_set, batch_size=batch_size):
+            correct += (model(x.to(device)).argmax(1).cpu() == torch.as_tensor(y)).sum().item()
+            count += len(y)
+    return correct / max(1, count)

@@ -1,0 +1,403 @@
+"""``pretrain``: checkpointed, exactly resumable MAE pre-training on one device or under torchrun.
+
+A run directory holds:
+
+    recipe.yaml            the resolved recipe
+    checkpoint.pt          model, optimiser, scaler, step, RNG, history (atomic)
+    model/                 config.json + model.safetensors, the latest weights
+    metrics.csv, tb/       step, loss, lr, images/s (+ eval loss, kNN when measured)
+    recon/                 reconstruction pictures
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mimsdk.config import ConfigError, DataConfig, ModelConfig, Recipe, TrainConfig, load_recipe
+from mimsdk.data import DataError, ResumableSampler, SeededDataset
+from mimsdk.distributed import barrier, init_processes, mean_across
+from mimsdk.evaluate import extract_features, masked_loss
+from mimsdk.model import MaskedAutoencoder, create_model
+from mimsdk.optim import lr_at, param_groups, set_lr
+from mimsdk.serialization import atomic_write, save_model
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+PICTURE_SAMPLES = 8
+
+
+@dataclass
+class PretrainResult:
+    """What ``pretrain`` returns: the trained model (eval mode), its run directory and the logged history."""
+
+    model: MaskedAutoencoder
+    run_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    recipe: Recipe | None = None
+
+
+def _sections_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``pretrain(..., max_steps=5, data={"batch_size": 8})`` -> nested recipe overrides.
+
+    A bare keyword names a field of exactly one section; ``model``, ``data`` and
+    ``train`` take dicts of that section's fields.
+    """
+    out: dict[str, Any] = {}
+    sections = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+    owners = {f.name: section for section, cls in sections.items() for f in dataclasses.fields(cls)}
+    for key, value in overrides.items():
+        if key in ("model", "data", "train") and isinstance(value, dict):
+            out.setdefault(key, {}).update(value)
+        elif key in owners:
+            out.setdefault(owners[key], {})[key] = value
+        else:
+            raise ConfigError(f"unknown override {key!r}; use a field of model, data or train (e.g. max_steps=50)")
+    return out
+
+
+def pretrain(
+    recipe: str | Path | Recipe | dict = "quickstart",
+    data: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overrides: list[str] | None = None,
+    **fields: Any,
+) -> PretrainResult:
+    """Pre-train a masked autoencoder.
+
+    Args:
+        recipe: a shipped recipe name (``mimsdk recipes``), a YAML path, a dict or a Recipe.
+        data: training data path (sets ``data.path``); None uses the recipe's, or the shipped sample.
+        out: run directory; None makes ``runs/<recipe>-<time>``.
+        resume: continue the run in ``out`` from its last checkpoint, exactly.
+        overrides: dotted ``key=value`` strings, as on the command line.
+        **fields: recipe fields by name (``max_steps=50``) or by section (``train={...}``).
+
+    >>> result = pretrain("quickstart", out=tmp / "run", max_steps=2, log_every=1)  # doctest: +SKIP
+    """
+    if resume:
+        if out is None:
+            raise ValueError("resume=True needs out= (the run directory to continue)")
+        return Trainer.resume(out).fit()
+    extra = _sections_overrides(fields)
+    if data is not None:
+        extra.setdefault("data", {})["path"] = str(data)
+    cfg = load_recipe(recipe, overrides)
+    cfg = load_recipe(cfg, extra)
+    return Trainer(cfg, out).fit()
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    # auto: bf16 where the hardware does it fast (CUDA with bf16); fp32 on CPU, where bf16 is slower.
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+class Trainer:
+    """One pre-training run. ``Trainer(recipe, out).fit()`` or ``Trainer.resume(out).fit()``."""
+
+    def __init__(self, recipe: Recipe, out: str | Path | None = None, *, _resuming: bool = False) -> None:
+        from mimsdk.adapters import get_adapter
+
+        self.recipe = recipe
+        self.device = _pick_device(recipe.train.device)
+        self.procs = init_processes(self.device)
+        if self.device.type == "cuda" and self.procs.world > 1:
+            self.device = torch.device("cuda", self.procs.local_rank)
+        self.adapter = get_adapter(recipe.data.modality)
+        self.run_dir = (
+            Path(out) if out is not None else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        if not _resuming and (self.run_dir / CHECKPOINT).exists():
+            raise FileExistsError(
+                f"run directory {self.run_dir} already holds a run; resume it (mimsdk resume {self.run_dir}) "
+                "or choose another --out"
+            )
+        self._build_data()
+        self._build_model()
+
+    # -- set-up ---------------------------------------------------------------
+
+    def _build_data(self) -> None:
+        cfg = self.recipe
+        path = cfg.data.path or self.adapter.sample_path()
+        if path is None:
+            raise DataError(f"data.path is not set and the {cfg.data.modality} adapter ships no sample")
+        self.data_path = Path(path)
+        # Fails here, before any training, on a missing, empty or unreadable folder.
+        self.train_set = SeededDataset(self.adapter.dataset(path, cfg.data, cfg.model, train=True), cfg.train.seed)
+        self.view_set = self.adapter.dataset(path, cfg.data, cfg.model, train=False)
+        self.eval_set = (
+            self.adapter.dataset(cfg.data.eval_path, cfg.data, cfg.model, train=False) if cfg.data.eval_path else None
+        )
+        self.global_batch = cfg.data.batch_size * self.procs.world
+        self.batches_per_epoch = ResumableSampler.batches_per_epoch(len(self.train_set), self.global_batch)
+        if self.batches_per_epoch == 0:
+            raise DataError(
+                f"{self.data_path} has {len(self.train_set)} usable samples, fewer than one global batch of "
+                f"{self.global_batch} (data.batch_size × processes); lower data.batch_size"
+            )
+        t = cfg.train
+        steps_per_epoch = self.batches_per_epoch / t.accum_steps
+        if t.max_steps is None and t.epochs is None:
+            raise ConfigError("train.max_steps or train.epochs must be set")
+        self.total_steps = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.epochs * steps_per_epoch))
+        self.warmup_steps = t.warmup_steps if t.warmup_steps is not None else round(t.warmup_epochs * steps_per_epoch)
+        effective = self.global_batch * t.accum_steps
+        self.peak_lr = t.lr if t.lr is not None else t.base_lr * effective / 256
+
+    def _build_model(self) -> None:
+        cfg = self.recipe
+        cfg.model.metadata = {**self.adapter.metadata(cfg.data, cfg.model), **cfg.model.metadata}
+        torch.manual_seed(cfg.train.seed)
+        self.model = create_model(cfg.model).to(self.device)
+        self.ddp = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.procs.world > 1
+            else self.model
+        )
+        t = cfg.train
+        groups = param_groups(self.model, t.weight_decay, self.model.no_weight_decay())
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=tuple(t.betas), fused=fused)
+        self.autocast = _autocast_dtype(t.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    @classmethod
+    def resume(cls, run_dir: str | Path) -> Trainer:
+        """A trainer restored from ``run_dir``'s checkpoint: model, optimiser, scaler, RNG, step, history."""
+        run_dir = Path(run_dir)
+        path = run_dir / CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT} to resume from")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        trainer = cls(load_recipe(state["recipe"]), run_dir, _resuming=True)
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scaler.load_state_dict(state["scaler"])
+        trainer.step = state["step"]
+        trainer.history = state["history"]
+        torch.set_rng_state(state["rng_cpu"])
+        if torch.cuda.is_available() and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        random.setstate((state["rng_python"][0], tuple(state["rng_python"][1]), state["rng_python"][2]))
+        return trainer
+
+    # -- the loop -------------------------------------------------------------
+
+    def _batches(self, micro: int):
+        """Micro-batches from global micro-batch index ``micro`` on, crossing epochs, endlessly."""
+        data, t = self.recipe.data, self.recipe.train
+        sampler = ResumableSampler(
+            len(self.train_set), data.batch_size, t.seed, self.procs.rank, self.procs.world, micro
+        )
+        loader = DataLoader(
+            self.train_set,
+            batch_size=data.batch_size,
+            sampler=sampler,
+            num_workers=data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(t.seed),  # keeps the global RNG untouched
+            prefetch_factor=4 if data.num_workers else None,
+        )
+        return iter(loader)
+
+    def _noise(self, micro: int, batch: int) -> torch.Tensor:
+        """This rank's rows of the global batch's masking noise, a function of (seed, micro-batch)."""
+        gen = torch.Generator().manual_seed(self.recipe.train.seed * 1_000_003 + micro)
+        noise = self.model.masker.noise(self.global_batch, self.model.num_tokens, gen)
+        first = self.procs.rank * batch
+        return noise[first : first + batch].to(self.device, non_blocking=True)
+
+    def _autocast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
+    def fit(self) -> PretrainResult:
+        t: TrainConfig = self.recipe.train
+        main = self.procs.main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "recipe.yaml").write_text(self.recipe.to_yaml())
+            self._rewrite_metrics()
+        writer = self._tensorboard() if main else None
+        batches = self._batches(self.step * t.accum_steps)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not main, desc=self.recipe.name, unit="step")
+        self.ddp.train()
+        while self.step < self.total_steps:
+            started = time.perf_counter()
+            lr = lr_at(self.step, self.peak_lr, t.min_lr, self.warmup_steps, self.total_steps)
+            set_lr(self.optimizer, lr)
+            loss_sum = torch.zeros((), device=self.device)
+            for a in range(t.accum_steps):
+                micro = self.step * t.accum_steps + a
+                x, _ = next(batches)
+                x = x.to(self.device, non_blocking=True)
+                last = a == t.accum_steps - 1
+                sync = contextlib.nullcontext() if last or self.procs.world == 1 else self.ddp.no_sync()
+                with sync:
+                    with self._autocast():
+                        out = self.ddp(x, noise=self._noise(micro, x.shape[0]))
+                    self.scaler.scale(out.loss / t.accum_steps).backward()
+                loss_sum += out.loss.detach()
+            if t.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = mean_across(loss_sum / t.accum_steps, self.procs).item()
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {self.step}; lower train.lr or check the data")
+            self.step += 1
+            rate = self.global_batch * t.accum_steps / (time.perf_counter() - started)
+            row = {"step": self.step, "loss": loss, "lr": lr, "images_per_s": rate}
+            self.history.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
+            done = self.step == self.total_steps
+            if self._due(t.probe_every, done):
+                row.update(self._evaluate())
+            if main:
+                if self.step % t.log_every == 0 or done or len(row) > 4:
+                    self._log(row, writer)
+                if self._due(t.recon_every, done):
+                    self.save_picture()
+                if self._due(t.ckpt_every, done):
+                    self.save_checkpoint()
+            self.ddp.train()
+        bar.close()
+        if writer:
+            writer.close()
+        barrier(self.procs)
+        self.model.eval()
+        return PretrainResult(self.model, self.run_dir, self.history, self.recipe)
+
+    def _due(self, every: int, done: bool) -> bool:
+        return done or (every > 0 and self.step % every == 0)
+
+    # -- measurements ---------------------------------------------------------
+
+    def _evaluate(self) -> dict[str, float]:
+        """Held-out masked loss and kNN accuracy (when labels exist), measured on rank 0."""
+        if self.eval_set is None:
+            return {}
+        from mimsdk.probe import knn_accuracy
+
+        result: dict[str, float] = {}
+        if self.procs.main:
+            batch = self.recipe.data.batch_size
+            result["eval_loss"] = masked_loss(self.model, self.eval_set, batch, self.recipe.train.eval_batches)
+            if self.view_set.classes and self.eval_set.classes:
+                train_x, train_y = extract_features(self.model, self.view_set, batch)
+                test_x, test_y = extract_features(self.model, self.eval_set, batch)
+                result["knn_acc"] = knn_accuracy(train_x, train_y, test_x, test_y)
+        barrier(self.procs)
+        return result
+
+    def picture_batch(self) -> torch.Tensor:
+        source = self.eval_set or self.view_set
+        count = min(PICTURE_SAMPLES, len(source))
+        return torch.stack([source[i][0] for i in range(count)])
+
+    @torch.no_grad()
+    def save_picture(self) -> Path:
+        self.model.eval()
+        x = self.picture_batch().to(self.device)
+        gen = torch.Generator().manual_seed(self.recipe.train.seed)
+        noise = self.model.masker.noise(x.shape[0], self.model.num_tokens, gen).to(self.device)
+        picture = self.adapter.picture(self.model.reconstruct(x, noise=noise), self.model.config)
+        folder = self.run_dir / "recon"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"step_{self.step:07d}.png"
+        atomic_write(path, lambda p: picture.save(p, format="PNG"))
+        atomic_write(folder / "latest.png", lambda p: picture.save(p, format="PNG"))
+        return path
+
+    # -- persistence ------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Write the checkpoint and the model directory; the previous checkpoint stays whole until then."""
+        state = {
+            "recipe": self.recipe.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "history": self.history,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "rng_python": list(random.getstate()),
+        }
+        path = self.run_dir / CHECKPOINT
+        atomic_write(path, lambda p: torch.save(state, p))
+        save_model(self.model, self.run_dir / "model")
+        return path
+
+    def _metric_names(self) -> list[str]:
+        names = ["step", "loss", "lr", "images_per_s"]
+        if self.eval_set is not None:
+            names += ["eval_loss", "knn_acc"]
+        return names
+
+    def _rewrite_metrics(self) -> None:
+        """metrics.csv from the history (after a resume it drops rows past the checkpoint)."""
+        names = self._metric_names()
+        t = self.recipe.train
+        rows = [r for r in self.history if r["step"] % t.log_every == 0 or len(r) > 4 or r["step"] == self.total_steps]
+
+        def write(p: str) -> None:
+            with open(p, "w", newline="") as f:
+                w = csv.DictWriter(f, names, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+
+        atomic_write(self.run_dir / "metrics.csv", write)
+
+    def _log(self, row: dict[str, float], writer: Any) -> None:
+        with open(self.run_dir / "metrics.csv", "a", newline="") as f:
+            csv.DictWriter(f, self._metric_names(), extrasaction="ignore").writerow(row)
+        if writer is not None:
+            for key, value in row.items():
+                if key != "step":
+                    writer.add_scalar(f"pretrain/{key}", value, row["step"])
+        if len(row) > 4:
+            log.info("step %d: %s", row["step"], {k: round(v, 4) for k, v in row.items() if k != "step"})
+
+    def _tensorboard(self) -> Any:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is a dependency, but a broken install must not stop training
+            log.warning("tensorboard is not importable; metrics go to metrics.csv only")
+            return None
+        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if self.step else None)

@@ -1,0 +1,1 @@
+"""Recipes that ship with mimsdk: one YAML file each (``mimsdk recipes`` lists them)."""
