@@ -127,6 +127,17 @@ class ImageDataset(torch.utils.data.Dataset):
 class ImagesAdapter:
     name = "images"
 
+    def __init__(self) -> None:
+        # A run asks for the training and the evaluation view of one folder: scan
+        # (and warn about) its files once.
+        self._scans: dict[tuple, tuple[list[Path], list[int], list[str]]] = {}
+
+    def scan(self, path: str | Path, data: DataConfig) -> tuple[list[Path], list[int], list[str]]:
+        key = (str(Path(path).resolve()), data.labels, data.strict)
+        if key not in self._scans:
+            self._scans[key] = scan_folder(path, data.labels, data.strict)
+        return self._scans[key]
+
     def _stats(self, data: DataConfig, model: ModelConfig) -> tuple[list[float], list[float]]:
         if model.in_chans not in (1, 3):
             raise DataError(
@@ -153,7 +164,7 @@ class ImagesAdapter:
         return v2.Compose([v2.PILToTensor(), *steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
     def dataset(self, path: str | Path, data: DataConfig, model: ModelConfig, train: bool) -> ImageDataset:
-        files, labels, classes = scan_folder(path, data.labels, data.strict)
+        files, labels, classes = self.scan(path, data)
         return ImageDataset(files, labels, classes, self.transform(data, model, train), model.in_chans)
 
     def metadata(self, data: DataConfig, model: ModelConfig) -> dict[str, Any]:

@@ -17,9 +17,10 @@ def vitmae_config(model: MaskedAutoencoder):
     from transformers import ViTMAEConfig
 
     cfg = model.config
-    if len(cfg.input_size) != 2 or cfg.patch_size[0] != cfg.patch_size[1]:
+    square = len(cfg.input_size) == 2 and cfg.input_size[0] == cfg.input_size[1]
+    if not square or cfg.patch_size[0] != cfg.patch_size[1]:
         raise ValueError(
-            f"transformers' ViTMAE takes 2D images with square patches; this model has input_size "
+            f"transformers' ViTMAE takes square 2D images and patches; this model has input_size "
             f"{cfg.input_size} and patch_size {cfg.patch_size}"
         )
     if cfg.target not in ("norm_pix", "pixels"):
@@ -30,7 +31,7 @@ def vitmae_config(model: MaskedAutoencoder):
         num_hidden_layers=depth,
         num_attention_heads=heads,
         intermediate_size=int(dim * cfg.mlp_ratio),
-        image_size=cfg.input_size[0] if cfg.input_size[0] == cfg.input_size[1] else list(cfg.input_size),
+        image_size=cfg.input_size[0],
         patch_size=cfg.patch_size[0],
         num_channels=cfg.in_chans,
         decoder_hidden_size=cfg.decoder_dim,

@@ -243,8 +243,10 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast)
 
-    def fit(self) -> PretrainResult:
+    def fit(self, until: int | None = None) -> PretrainResult:
+        """Train to ``train.max_steps`` (or stop early after step ``until``, checkpointed, to resume later)."""
         t: TrainConfig = self.recipe.train
+        stop = self.total_steps if until is None else min(until, self.total_steps)
         main = self.procs.main
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -254,7 +256,7 @@ class Trainer:
         batches = self._batches(self.step * t.accum_steps)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not main, desc=self.recipe.name, unit="step")
         self.ddp.train()
-        while self.step < self.total_steps:
+        while self.step < stop:
             started = time.perf_counter()
             lr = lr_at(self.step, self.peak_lr, t.min_lr, self.warmup_steps, self.total_steps)
             set_lr(self.optimizer, lr)
@@ -285,13 +287,13 @@ class Trainer:
             self.history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
-            done = self.step == self.total_steps
-            if self._due(t.probe_every, done):
+            done, end = self.step == stop, self.step == self.total_steps
+            if self._due(t.probe_every, end):
                 row.update(self._evaluate())
             if main:
                 if self.step % t.log_every == 0 or done or len(row) > 4:
                     self._log(row, writer)
-                if self._due(t.recon_every, done):
+                if self._due(t.recon_every, end):
                     self.save_picture()
                 if self._due(t.ckpt_every, done):
                     self.save_checkpoint()

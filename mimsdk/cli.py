@@ -1,0 +1,213 @@
+"""The ``mimsdk`` command: pre-train, resume, look at reconstructions, embed, probe, list recipes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from mimsdk.config import ConfigError, DataConfig, ModelConfig, list_recipes, recipe_source
+from mimsdk.data import DataError
+
+
+def _data_config(model: ModelConfig, labels: str | None = None) -> DataConfig:
+    """Data settings for using a trained model: its own modality and normalisation."""
+    meta = model.metadata
+    return DataConfig(modality=model.modality, labels=labels, mean=meta.get("mean"), std=meta.get("std"))
+
+
+def _dataset(model_cfg: ModelConfig, path: str, labels: str | None = None, train: bool = False):
+    from mimsdk.adapters import get_adapter
+
+    return get_adapter(model_cfg.modality).dataset(path, _data_config(model_cfg, labels), model_cfg, train=train)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from mimsdk.trainer import pretrain
+
+    result = pretrain(args.recipe, data=args.data, out=args.out, overrides=args.overrides)
+    last = result.history[-1] if result.history else {}
+    print(f"finished {len(result.history)} steps; last loss {last.get('loss', float('nan')):.4f}")
+    print(f"run directory: {result.run_dir}")
+
+
+def cmd_resume(args: argparse.Namespace) -> None:
+    from mimsdk.trainer import pretrain
+
+    result = pretrain(out=args.run_dir, resume=True)
+    print(f"resumed run finished at step {result.history[-1]['step'] if result.history else 0}: {result.run_dir}")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from mimsdk.adapters import get_adapter
+    from mimsdk.serialization import load_model
+
+    model = load_model(args.model_dir)
+    dataset = _dataset(model.config, args.input)
+    x = torch.stack([dataset[i][0] for i in range(min(args.count, len(dataset)))])
+    gen = torch.Generator().manual_seed(args.seed)
+    picture = get_adapter(model.config.modality).picture(model.reconstruct(x, generator=gen), model.config)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    picture.save(args.output)
+    print(f"wrote {args.output} ({x.shape[0]} samples, mask ratio {model.masker.ratio})")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from safetensors.torch import save_file
+
+    from mimsdk.evaluate import extract_features
+    from mimsdk.serialization import load_model
+
+    model = load_model(args.model_dir)
+    dataset = _dataset(model.config, args.data, args.labels)
+    feats, labels = extract_features(model, dataset, args.batch_size, pool=args.pool)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        import numpy as np
+
+        np.save(out, feats.numpy())
+    elif out.suffix == ".safetensors":
+        files = [str(f) for f in getattr(dataset, "files", [])]
+        meta = {"files": json.dumps(files), "classes": json.dumps(dataset.classes), "pool": args.pool}
+        save_file({"features": feats.contiguous(), "labels": labels.contiguous()}, str(out), metadata=meta)
+    else:
+        raise SystemExit(f"output {out} must end in .npy or .safetensors")
+    print(f"wrote {out}: {tuple(feats.shape)} features")
+
+
+def _split(dataset, fraction: float, seed: int):
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = int(len(order) * (1 - fraction))
+    return torch.utils.data.Subset(dataset, order[:cut]), torch.utils.data.Subset(dataset, order[cut:])
+
+
+def probe_model(
+    model, data: str, eval_data: str | None, labels: str | None, methods: list[str], epochs: int, seed: int = 0
+) -> dict[str, float]:
+    """Accuracy of ``model``'s encoder under each probe method; held-out split if ``eval_data`` is None."""
+    from mimsdk.evaluate import extract_features
+    from mimsdk.probe import finetune_accuracy, knn_accuracy, linear_probe_accuracy
+
+    cfg = model.config
+    train_view = _dataset(cfg, data, labels)
+    if not train_view.classes:
+        raise DataError(f"{data} has no labels: use class sub-folders or --labels CSV")
+    if eval_data:
+        test_view = _dataset(cfg, eval_data, labels)
+        train_aug = _dataset(cfg, data, labels, train=True)
+    else:
+        train_view, test_view = _split(train_view, 0.2, seed)
+        train_aug = train_view
+    num_classes = len(_dataset(cfg, data, labels).classes)
+    out: dict[str, float] = {}
+    if {"knn", "linear"} & set(methods):
+        train_x, train_y = extract_features(model, train_view)
+        test_x, test_y = extract_features(model, test_view)
+        if "knn" in methods:
+            out["knn"] = knn_accuracy(train_x, train_y, test_x, test_y)
+        if "linear" in methods:
+            out["linear"] = linear_probe_accuracy(train_x, train_y, test_x, test_y, seed=seed)
+    if "finetune" in methods:
+        out["finetune"] = finetune_accuracy(model, train_aug, test_view, num_classes, epochs=epochs, seed=seed)
+    return out
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from mimsdk.model import MaskedAutoencoder
+    from mimsdk.serialization import load_model
+
+    methods = ["knn", "linear", "finetune"] if args.method == "all" else [args.method]
+    model = load_model(args.model_dir)
+    rows = {"pre-trained": model}
+    if args.compare_random:
+        torch.manual_seed(args.seed)
+        rows["random init"] = MaskedAutoencoder(model.config).eval()
+    print(f"| encoder | {' | '.join(methods)} |\n|---|{'---|' * len(methods)}")
+    for name, m in rows.items():
+        acc = probe_model(m, args.data, args.eval_data, args.labels, methods, args.epochs, args.seed)
+        print(f"| {name} | {' | '.join(f'{acc[k]:.3f}' for k in methods)} |")
+
+
+def cmd_recipes(args: argparse.Namespace) -> None:
+    if args.name:
+        _, path = recipe_source(args.name)
+        print(Path(path).read_text())
+        return
+    for name, description in list_recipes().items():
+        print(f"{name:24s} {description}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mimsdk", description="Masked-autoencoder pre-training for your domain.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="pre-train a model from a recipe")
+    p.add_argument("recipe", help="recipe name (see `mimsdk recipes`) or path to a YAML file")
+    p.add_argument("--data", help="training data (default: the recipe's data.path, else the shipped sample)")
+    p.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. train.max_steps=50")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("resume", help="continue a run from its last checkpoint, exactly")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("reconstruct", help="write original | masked | reconstruction pictures")
+    p.add_argument("model_dir", help="a run directory or a saved model directory")
+    p.add_argument("input", help="a file or folder in the model's modality")
+    p.add_argument("-o", "--output", required=True, help="PNG to write")
+    p.add_argument("--count", type=int, default=8, help="samples to show (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="mask seed")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("embed", help="pooled encoder features of a data set")
+    p.add_argument("model_dir", help="a run directory or a saved model directory")
+    p.add_argument("--data", required=True)
+    p.add_argument("-o", "--output", required=True, help=".npy (features) or .safetensors (features, labels, files)")
+    p.add_argument("--labels", help="CSV with columns path,label")
+    p.add_argument("--pool", choices=["mean", "cls"], default="mean")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("probe", help="accuracy of the encoder on labelled data")
+    p.add_argument("model_dir", help="a run directory or a saved model directory")
+    p.add_argument("--data", required=True, help="labelled training data (class sub-folders or --labels)")
+    p.add_argument("--eval-data", help="labelled test data (default: 20%% of --data held out)")
+    p.add_argument("--labels", help="CSV with columns path,label")
+    p.add_argument("--method", choices=["knn", "linear", "finetune", "all"], default="knn")
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
+    p.add_argument("--compare-random", action="store_true", help="also probe a randomly initialised encoder")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("recipes", help="list recipes, or show one")
+    p.add_argument("verb", nargs="?", choices=["show"], help="show NAME prints the recipe")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=cmd_recipes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+    if getattr(args, "verb", None) == "show" and not args.name:
+        print("mimsdk recipes show NAME: name a recipe", file=sys.stderr)
+        return 2
+    try:
+        args.func(args)
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"mimsdk: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

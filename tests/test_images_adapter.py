@@ -1,0 +1,87 @@
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from mimsdk import DataConfig, DataError, ModelConfig, pretrain
+from mimsdk.adapters import get_adapter
+from mimsdk.adapters.images import scan_folder
+
+MODEL = ModelConfig(size="tiny", input_size=[32, 32], patch_size=8, in_chans=3)
+
+
+def broken_folder(tmp_path, cifar):
+    root = tmp_path / "imgs"
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for src in sorted((cifar / "train" / cls).glob("*.jpg"))[:6]:
+            shutil.copy(src, root / cls / src.name)
+    good = (root / "cat" / "0000.jpg").read_bytes()
+    (root / "cat" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (root / "dog" / "notes.txt").write_text("not a picture")
+    return root
+
+
+def test_cifar_folder_with_class_labels(cifar):
+    ds = get_adapter("images").dataset(cifar / "test", DataConfig(), MODEL, train=False)
+    assert len(ds) == 200 and len(ds.classes) == 10
+    x, y = ds[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == ds.classes.index("airplane")
+
+
+def test_grayscale_and_csv_labels(tmp_path, cifar):
+    csv = cifar.parent / "labels.csv"
+    model = ModelConfig(size="tiny", input_size=[16, 16], patch_size=8, in_chans=1)
+    ds = get_adapter("images").dataset(cifar / "test" / "cat", DataConfig(labels=str(csv)), model, train=True)
+    assert ds.classes == ["cat"] and ds[3][0].shape == (1, 16, 16)
+
+
+def test_unreadable_files_warn_once_each_and_are_counted(tmp_path, cifar):
+    root = broken_folder(tmp_path, cifar)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        files, labels, classes = scan_folder(root)
+    messages = [str(w.message) for w in caught]
+    assert sum("truncated.jpg" in m for m in messages) == 1
+    assert sum("notes.txt" in m and "not an image" in m for m in messages) == 1
+    assert any("skipped 2 of 14 files" in m for m in messages)
+    assert len(files) == 12 and classes == ["cat", "dog"]
+
+
+def test_training_goes_on_over_the_readable_rest(tmp_path, cifar):
+    root = broken_folder(tmp_path, cifar)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = pretrain("quickstart", data=root, out=tmp_path / "run", max_steps=2, batch_size=4,
+                          num_workers=0, depth=1, input_size=[32, 32])  # fmt: skip
+    assert sum("truncated.jpg" in str(w.message) for w in caught) == 1  # once, though two views are built
+    assert len(result.history) == 2
+
+
+def test_strict_mode_stops_naming_the_file(tmp_path, cifar):
+    root = broken_folder(tmp_path, cifar)
+    with pytest.raises(DataError, match=r"truncated\.jpg: cannot be decoded.*strict mode; 2 unreadable"):
+        scan_folder(root, strict=True)
+
+
+def test_empty_and_missing_paths_fail_before_training(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"data folder .*empty holds no files"):
+        pretrain("quickstart", data=tmp_path / "empty", out=tmp_path / "run")
+    with pytest.raises(DataError, match=r"data path .*nowhere does not exist"):
+        pretrain("quickstart", data=tmp_path / "nowhere", out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_picture_has_three_columns(tmp_path, cifar):
+    from mimsdk import create_model
+
+    adapter = get_adapter("images")
+    model = create_model(MODEL, depth=1, decoder_dim=32, decoder_depth=1, decoder_heads=2,
+                         metadata=adapter.metadata(DataConfig(), MODEL))  # fmt: skip
+    ds = adapter.dataset(cifar / "test", DataConfig(), MODEL, train=False)
+    x = torch.stack([ds[i][0] for i in range(3)])
+    with torch.no_grad():
+        picture = adapter.picture(model.reconstruct(x, generator=torch.Generator().manual_seed(0)), model.config)
+    assert picture.width > 3 * 96 and picture.height > 3 * 96

@@ -1,0 +1,87 @@
+import csv
+
+import pytest
+import torch
+
+import mimsdk.trainer as trainer_module
+from mimsdk import load_model, pretrain
+from mimsdk.trainer import Trainer
+
+TINY = {
+    "name": "tiny-test",
+    "model": dict(size="tiny", depth=2, input_size=[32, 32], patch_size=8, decoder_dim=32, decoder_depth=1,
+                  decoder_heads=2, drop_path=0.1),
+    "data": dict(batch_size=16, num_workers=0),
+    "train": dict(max_steps=8, warmup_steps=2, lr=1e-3, ckpt_every=3, recon_every=4, log_every=1, accum_steps=2),
+}  # fmt: skip
+
+
+def losses(history):
+    return [round(row["loss"], 7) for row in history]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_continues_exactly(tmp_path, workers):
+    recipe = {**TINY, "data": {**TINY["data"], "num_workers": workers}}
+    full = pretrain(recipe, out=tmp_path / "full")
+    # 128 samples / 16 = 8 batches an epoch, 2 per step: the run crosses an epoch at step 4
+    Trainer(trainer_module.load_recipe(recipe), tmp_path / "cut").fit(until=5)
+    resumed = pretrain(out=tmp_path / "cut", resume=True)
+    assert len(resumed.history) == len(full.history) == 8
+    for a, b in zip(full.history, resumed.history):
+        assert abs(a["loss"] - b["loss"]) < 1e-6
+    for (name, p), q in zip(full.model.named_parameters(), resumed.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_run_directory_contents(tmp_path):
+    result = pretrain(TINY, out=tmp_path / "run")
+    run = result.run_dir
+    for name in ("recipe.yaml", "checkpoint.pt", "model/config.json", "model/model.safetensors", "recon/latest.png"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "recon").glob("step_*.png")) == ["step_0000004.png", "step_0000008.png"]
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    assert list((run / "tb").iterdir())
+    loaded = load_model(run)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded.encode(x), result.model.encode(x))
+    assert loaded.config.metadata["channel_names"] == ["red", "green", "blue"]
+
+
+def test_lr_follows_warmup_then_cosine(tmp_path):
+    result = pretrain(TINY, out=tmp_path / "run", max_steps=6, accum_steps=1)
+    lrs = [row["lr"] for row in result.history]
+    assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3)
+    assert lrs[2] > lrs[3] > lrs[4] > lrs[5] > 0
+
+
+def test_a_kill_while_writing_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    Trainer(trainer_module.load_recipe(TINY), run).fit(until=3)
+    good = torch.load(run / "checkpoint.pt", weights_only=True)
+
+    def dying_save(obj, path):  # writes half a file, then the process "dies"
+        with open(path, "wb") as f:
+            f.write(b"\x80\x02partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(out=run, resume=True)
+    monkeypatch.undo()
+    after = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert after["step"] == good["step"] == 3
+    assert not list(run.glob(".checkpoint.pt.*"))
+    assert len(pretrain(out=run, resume=True).history) == 8
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path):
+    pretrain(TINY, out=tmp_path / "run", max_steps=1)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        pretrain(TINY, out=tmp_path / "run", max_steps=1)
+
+
+def test_keyword_overrides_name_unknown_fields(tmp_path):
+    with pytest.raises(ValueError, match="unknown override 'max_stepz'"):
+        pretrain(TINY, out=tmp_path / "run", max_stepz=1)
