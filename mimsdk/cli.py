@@ -195,7 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come after options (pretrain R --out D train.max_steps=5)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "pretrain" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
     if getattr(args, "verb", None) == "show" and not args.name:
