@@ -41,7 +41,7 @@ class ModelConfig:
 
     size: str = choice("base", *SIZES)
     input_size: list[int] = field(default_factory=lambda: [224, 224])
-    patch_size: list[int] = field(default_factory=lambda: [16, 16])
+    patch_size: int | list[int] = field(default_factory=lambda: [16, 16])  # an int: the same for every dim
     in_chans: int = 3
     embed_dim: int | None = None  # None: from size
     depth: int | None = None
@@ -142,37 +142,30 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin is list:
         (item,) = typing.get_args(tp)
-        if isinstance(value, int | float) and not isinstance(value, bool) and item in (int, float):
-            return value  # a single number broadcast later (patch_size: 16)
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {tp}")
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    scalar = _SCALARS.get(origin or tp)
+    if scalar is None:
+        raise ConfigError(f"{key}: unsupported type {tp}")
+    accepts, expected = scalar
+    if not accepts(value):
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+_SCALARS: dict[Any, tuple[Any, str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    dict: (lambda v: isinstance(v, dict), "a mapping"),
+}
 
 
 def from_mapping(cls: type, data: Any, prefix: str = "") -> Any:
