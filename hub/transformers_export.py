@@ -7,6 +7,8 @@ zero class-token position is prepended to the sin-cos tables.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from mimsdk.model import MaskedAutoencoder
@@ -16,7 +18,14 @@ def vitmae_config(model: MaskedAutoencoder):
     """A ``transformers.ViTMAEConfig`` describing ``model``."""
     from transformers import ViTMAEConfig
 
+    from mimsdk.serialization import is_encoder_only
+
     cfg = model.config
+    if is_encoder_only(model):
+        raise ValueError(
+            "transformers' ViTMAEForPreTraining needs the decoder, and this model comes from an encoder-only "
+            "checkpoint; export a full checkpoint, or export the encoder to timm"
+        )
     square = len(cfg.input_size) == 2 and cfg.input_size[0] == cfg.input_size[1]
     if not square or cfg.patch_size[0] != cfg.patch_size[1]:
         raise ValueError(
@@ -113,3 +122,29 @@ def to_vitmae(model: MaskedAutoencoder):
     hf = ViTMAEForPreTraining(vitmae_config(model))
     hf.load_state_dict(vitmae_state_dict(model), strict=True)
     return hf.eval()
+
+
+def export_transformers(model: MaskedAutoencoder, out_dir: str | Path) -> Path:
+    """A folder ``ViTMAEForPreTraining.from_pretrained`` loads: config.json, model.safetensors, preprocessor config.
+
+    Written to ``out_dir`` (a new or empty folder) in one rename. The image processor carries the
+    adapter's normalisation (metadata mean/std) and the model's input size.
+    """
+    from transformers import ViTImageProcessor
+
+    from mimsdk.hub.pretrained import publish_new, staging_dir
+
+    hf = to_vitmae(model)
+    cfg = model.config
+    out_dir = Path(out_dir)
+    with staging_dir(out_dir) as staging:
+        hf.save_pretrained(staging, safe_serialization=True)
+        processor = ViTImageProcessor(
+            size={"height": cfg.input_size[0], "width": cfg.input_size[1]},
+            image_mean=cfg.metadata.get("mean", [0.0] * cfg.in_chans),
+            image_std=cfg.metadata.get("std", [1.0] * cfg.in_chans),
+            resample=3,  # bicubic, as mimsdk's image adapter
+        )
+        processor.save_pretrained(staging)
+        publish_new(staging, out_dir)
+    return out_dir

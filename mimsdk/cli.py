@@ -1,4 +1,4 @@
-"""The ``mimsdk`` command: pre-train, resume, look at reconstructions, embed, probe, list recipes."""
+"""The ``mimsdk`` command: pre-train, resume, look at reconstructions, embed, probe, list recipes, share."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 
 from mimsdk.config import ConfigError, DataConfig, ModelConfig, list_recipes, recipe_source
 from mimsdk.data import DataError
+from mimsdk.hub.pretrained import HubError
 
 
 def _data_config(model: ModelConfig, labels: str | None = None) -> DataConfig:
@@ -30,7 +31,14 @@ def _dataset(model_cfg: ModelConfig, path: str, labels: str | None = None, train
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from mimsdk.trainer import pretrain
 
-    result = pretrain(args.recipe, data=args.data, out=args.out, overrides=args.overrides)
+    result = pretrain(
+        args.recipe,
+        data=args.data,
+        out=args.out,
+        overrides=args.overrides,
+        init=args.init,
+        init_revision=args.init_revision,
+    )
     last = result.history[-1] if result.history else {}
     print(f"finished {len(result.history)} steps; last loss {last.get('loss', float('nan')):.4f}")
     print(f"run directory: {result.run_dir}")
@@ -134,6 +142,45 @@ def cmd_probe(args: argparse.Namespace) -> None:
         print(f"| {name} | {' | '.join(f'{acc[k]:.3f}' for k in methods)} |")
 
 
+def cmd_push(args: argparse.Namespace) -> None:
+    from mimsdk.hub.pretrained import push_directory
+
+    url = push_directory(
+        args.model_dir,
+        args.repo_id,
+        private=True if args.private else None,
+        revision=args.revision,
+        encoder_only=args.encoder_only,
+        license=args.license,
+        datasets=args.dataset,
+        commit_message=args.message,
+    )
+    print(f"pushed {'the encoder of ' if args.encoder_only else ''}{args.model_dir} to {args.repo_id}: {url}")
+
+
+def cmd_pull(args: argparse.Namespace) -> None:
+    from mimsdk.hub.pretrained import pull
+
+    out = pull(args.repo_id, args.directory, revision=args.revision)
+    print(f"pulled {args.repo_id}{f' at {args.revision}' if args.revision else ''} into {out}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from mimsdk.hub.pretrained import load_pretrained
+
+    model = load_pretrained(args.model_dir)
+    if args.format == "timm":
+        from mimsdk.hub.timm_export import export_timm
+
+        out = export_timm(model, args.out_dir)
+        print(f"wrote a timm VisionTransformer to {out}: timm.create_model('local-dir:{out}', pretrained=True)")
+    else:
+        from mimsdk.hub.transformers_export import export_transformers
+
+        out = export_transformers(model, args.out_dir)
+        print(f"wrote a transformers ViTMAEForPreTraining to {out}: ViTMAEForPreTraining.from_pretrained('{out}')")
+
+
 def cmd_recipes(args: argparse.Namespace) -> None:
     if args.name:
         _, path = recipe_source(args.name)
@@ -152,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="recipe name (see `mimsdk recipes`) or path to a YAML file")
     p.add_argument("--data", help="training data (default: the recipe's data.path, else the shipped sample)")
     p.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
+    p.add_argument(
+        "--init",
+        metavar="REPO_OR_DIR",
+        help="continue pre-training from a model (Hub repo id, model or run directory): its config replaces "
+        "the recipe's model section, its weights the random ones",
+    )
+    p.add_argument("--init-revision", help="Hub revision of --init (branch, tag or commit)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. train.max_steps=50")
     p.set_defaults(func=cmd_pretrain)
 
@@ -187,6 +241,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_probe)
 
+    p = sub.add_parser("push", help="publish a run or model directory to the Hugging Face Hub")
+    p.add_argument("model_dir", metavar="RUN_OR_MODEL_DIR")
+    p.add_argument("repo_id", metavar="REPO_ID", help="user/name or organisation/name (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--encoder-only", action="store_true", help="publish the encoder alone (no decoder)")
+    p.add_argument("--revision", help="branch to push to (created from main if missing)")
+    p.add_argument("--license", help="license in the model card (default apache-2.0)")
+    p.add_argument("--dataset", action="append", help="Hub id of a training data set, for the card (repeatable)")
+    p.add_argument("--message", help="commit message")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("pull", help="download a model from the Hugging Face Hub into a new directory")
+    p.add_argument("repo_id", metavar="REPO_ID")
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument("--revision", help="branch, tag or commit (default main)")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("export", help="write the model for timm or transformers")
+    p.add_argument("format", choices=["timm", "transformers"])
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a run or model directory (or a Hub repo id)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="new folder to write")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("recipes", help="list recipes, or show one")
     p.add_argument("verb", nargs="?", choices=["show"], help="show NAME prints the recipe")
     p.add_argument("name", nargs="?")
@@ -209,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as err:
+    except (ConfigError, DataError, HubError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"mimsdk: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -17,6 +17,7 @@ from torch import nn
 from mimsdk.config import ModelConfig
 from mimsdk.decoder import Decoder
 from mimsdk.encoder import Encoder
+from mimsdk.hub.mixin import HubMixin
 from mimsdk.masker import Mask, build_masker
 from mimsdk.position import GridPositionEncoding
 from mimsdk.target import build_target
@@ -32,11 +33,16 @@ class MAEOutput:
     mask: torch.Tensor
 
 
-class MaskedAutoencoder(nn.Module):
+class MaskedAutoencoder(
+    nn.Module, HubMixin, library_name="mimsdk", tags=["masked-autoencoder", "mimsdk"], license="apache-2.0"
+):
     """A masked autoencoder that knows nothing of the modality it trains on.
 
     Build one with :func:`create_model` from a :class:`ModelConfig`; the config
     travels with the weights (``model.config``).
+
+    ``save_pretrained(dir)``, ``push_to_hub(repo_id)`` and ``from_pretrained(repo_id_or_dir)``
+    come from ``huggingface_hub``'s ModelHubMixin, see :mod:`mimsdk.hub.mixin`.
     """
 
     def __init__(self, config: ModelConfig) -> None:

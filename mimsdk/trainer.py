@@ -27,7 +27,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mimsdk.config import ConfigError, DataConfig, ModelConfig, Recipe, TrainConfig, load_recipe
+from mimsdk.config import (
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    Recipe,
+    TrainConfig,
+    from_mapping,
+    load_recipe,
+    merge,
+    parse_overrides,
+)
 from mimsdk.data import DataError, ResumableSampler, SeededDataset
 from mimsdk.distributed import barrier, init_processes, mean_across
 from mimsdk.evaluate import extract_features, masked_loss
@@ -72,21 +82,28 @@ def _sections_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 
 def pretrain(
     recipe: str | Path | Recipe | dict = "quickstart",
-    data: str | Path | None = None,
+    data: str | Path | dict | None = None,
     out: str | Path | None = None,
     *,
     resume: bool = False,
     overrides: list[str] | None = None,
+    init: str | Path | MaskedAutoencoder | None = None,
+    init_revision: str | None = None,
     **fields: Any,
 ) -> PretrainResult:
     """Pre-train a masked autoencoder.
 
     Args:
         recipe: a shipped recipe name (``mimsdk recipes``), a YAML path, a dict or a Recipe.
-        data: training data path (sets ``data.path``); None uses the recipe's, or the shipped sample.
+        data: training data path (sets ``data.path``), or a dict of data fields; None uses the recipe's
+            path, or the shipped sample.
         out: run directory; None makes ``runs/<recipe>-<time>``.
         resume: continue the run in ``out`` from its last checkpoint, exactly.
         overrides: dotted ``key=value`` strings, as on the command line.
+        init: continue pre-training from a model: a Hub repo id (``"user/name"``), a model or run
+            directory, or a MaskedAutoencoder. The recipe's model section is replaced by that model's
+            config (metadata kept); model fields given here as overrides still apply on top of it.
+        init_revision: the Hub revision of ``init``.
         **fields: recipe fields by name (``max_steps=50``) or by section (``train={...}``).
 
     >>> result = pretrain("quickstart", out=tmp / "run", max_steps=2, log_every=1)  # doctest: +SKIP
@@ -94,13 +111,27 @@ def pretrain(
     if resume:
         if out is None:
             raise ValueError("resume=True needs out= (the run directory to continue)")
+        if init is not None:
+            raise ValueError("init= starts a new run from a model; resume=True continues a run: pass one of them")
         return Trainer.resume(out).fit()
     extra = _sections_overrides(fields)
-    if data is not None:
+    if isinstance(data, dict):  # pretrain(..., data={"batch_size": 8}): the data section
+        extra.setdefault("data", {}).update(data)
+    elif data is not None:
         extra.setdefault("data", {})["path"] = str(data)
     cfg = load_recipe(recipe, overrides)
     cfg = load_recipe(cfg, extra)
-    return Trainer(cfg, out).fit()
+    if init is None:
+        return Trainer(cfg, out).fit()
+    explicit = merge(parse_overrides(overrides) if isinstance(overrides, list) else {}, extra).get("model", {})
+    return Trainer(cfg, out, init=init, init_revision=init_revision, init_overrides=explicit).fit()
+
+
+def load_init(init: str | Path | MaskedAutoencoder, revision: str | None = None) -> MaskedAutoencoder:
+    """The model to continue pre-training from: itself, a local model or run directory, or a Hub repo."""
+    if isinstance(init, MaskedAutoencoder):
+        return init
+    return MaskedAutoencoder.from_pretrained(init, revision=revision)
 
 
 def _pick_device(name: str) -> torch.device:
@@ -121,12 +152,29 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 class Trainer:
-    """One pre-training run. ``Trainer(recipe, out).fit()`` or ``Trainer.resume(out).fit()``."""
+    """One pre-training run. ``Trainer(recipe, out).fit()`` or ``Trainer.resume(out).fit()``.
 
-    def __init__(self, recipe: Recipe, out: str | Path | None = None, *, _resuming: bool = False) -> None:
+    ``init`` (a model, a model or run directory, or a Hub repo id) continues pre-training from that
+    model: its config replaces ``recipe.model`` (then ``init_overrides``, model fields, apply on top)
+    and its weights replace the random ones; an encoder-only model gets a freshly initialised decoder.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        out: str | Path | None = None,
+        *,
+        init: str | Path | MaskedAutoencoder | None = None,
+        init_revision: str | None = None,
+        init_overrides: dict[str, Any] | None = None,
+        _resuming: bool = False,
+    ) -> None:
         from mimsdk.adapters import get_adapter
 
         self.recipe = recipe
+        self._init_state: dict[str, torch.Tensor] | None = None
+        if init is not None:
+            self._use_init(load_init(init, init_revision), init_overrides or {}, init)
         self.device = _pick_device(recipe.train.device)
         self.procs = init_processes(self.device)
         if self.device.type == "cuda" and self.procs.world > 1:
@@ -144,6 +192,48 @@ class Trainer:
         self._build_model()
 
     # -- set-up ---------------------------------------------------------------
+
+    def _use_init(self, source: MaskedAutoencoder, overrides: dict[str, Any], name: Any) -> None:
+        """Take ``source``'s config (plus explicit model overrides) as the recipe's model, and its weights."""
+        from mimsdk.hub.pretrained import looks_local
+        from mimsdk.serialization import is_encoder_only
+
+        cfg = self.recipe
+        model = from_mapping(ModelConfig, merge(dataclasses.asdict(source.config), overrides), "model.")
+        if model.modality != cfg.data.modality:
+            raise ConfigError(
+                f"the model to continue from is for {model.modality!r} but data.modality is {cfg.data.modality!r}"
+            )
+        if isinstance(name, str) and not looks_local(name):  # a Hub repo: record where it came from
+            model.metadata["base_model"] = name
+        # Data read as the model was trained: its normalisation, unless the recipe sets one.
+        if cfg.data.mean is None and model.metadata.get("mean") is not None:
+            cfg.data.mean = list(model.metadata["mean"])
+        if cfg.data.std is None and model.metadata.get("std") is not None:
+            cfg.data.std = list(model.metadata["std"])
+        cfg.model = model
+        self._init_state = {k: v.detach().cpu() for k, v in source.state_dict().items()}
+        self._init_encoder_only = is_encoder_only(source)
+        log.info("continuing pre-training from %s", name if isinstance(name, str | Path) else "a model")
+
+    def _load_init(self) -> None:
+        state = self._init_state
+        expected = self.model.state_dict()
+        for key, value in state.items():
+            if key in expected and value.shape != expected[key].shape:
+                raise ConfigError(
+                    f"the model to continue from does not fit the model section: {key} has shape "
+                    f"{tuple(value.shape)}, the model section makes {tuple(expected[key].shape)}"
+                )
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        allowed = [k for k in missing if self._init_encoder_only and k.startswith("decoder.")]
+        if unexpected or len(allowed) != len(missing):
+            raise ConfigError(
+                f"the model to continue from does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+        if allowed:
+            log.warning("continuing from an encoder-only model: the decoder starts from a fresh initialisation")
+        self._init_state = None
 
     def _build_data(self) -> None:
         cfg = self.recipe
@@ -177,7 +267,10 @@ class Trainer:
         cfg = self.recipe
         cfg.model.metadata = {**self.adapter.metadata(cfg.data, cfg.model), **cfg.model.metadata}
         torch.manual_seed(cfg.train.seed)
-        self.model = create_model(cfg.model).to(self.device)
+        self.model = create_model(cfg.model)
+        if self._init_state is not None:
+            self._load_init()
+        self.model = self.model.to(self.device)
         self.ddp = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.procs.world > 1
