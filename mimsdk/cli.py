@@ -106,13 +106,13 @@ def probe_model(
     train_view = _dataset(cfg, data, labels)
     if not train_view.classes:
         raise DataError(f"{data} has no labels: use class sub-folders or --labels CSV")
+    num_classes = len(train_view.classes)
     if eval_data:
         test_view = _dataset(cfg, eval_data, labels)
         train_aug = _dataset(cfg, data, labels, train=True)
     else:
         train_view, test_view = _split(train_view, 0.2, seed)
         train_aug = train_view
-    num_classes = len(_dataset(cfg, data, labels).classes)
     out: dict[str, float] = {}
     if {"knn", "linear"} & set(methods):
         train_x, train_y = extract_features(model, train_view)

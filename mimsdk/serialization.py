@@ -124,10 +124,6 @@ def read_header(directory: Path) -> dict[str, Any]:
     return data
 
 
-def read_config(directory: Path) -> ModelConfig:
-    return from_mapping(ModelConfig, read_header(directory).get("model"), "model.")
-
-
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> MaskedAutoencoder:
     """A model from a model directory or a run directory, in eval mode."""
     directory = model_directory(path)
