@@ -11,6 +11,11 @@ from mimsdk.adapter import Adapter
 
 MODULES = {
     "images": "mimsdk.adapters.images",
+    "medical": "mimsdk.adapters.medical",
+    "multispectral": "mimsdk.adapters.multispectral",
+    "video": "mimsdk.adapters.video",
+    "pointcloud": "mimsdk.adapters.pointcloud",
+    "documents": "mimsdk.adapters.documents",
 }
 
 

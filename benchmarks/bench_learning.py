@@ -73,7 +73,7 @@ def train_transformers(trainer: Trainer) -> MaskedAutoencoder:
     for step in range(trainer.total_steps):
         set_lr(opt, lr_at(step, trainer.peak_lr, t.min_lr, trainer.warmup_steps, trainer.total_steps))
         x, _ = next(batches)
-        out = hf(pixel_values=x, noise=trainer._noise(step, x.shape[0]))
+        out = hf(pixel_values=x, noise=trainer._noise(step, x.shape[0])["noise"])
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

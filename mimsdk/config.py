@@ -51,8 +51,10 @@ class ModelConfig:
     decoder_dim: int = 512
     decoder_depth: int = 8
     decoder_heads: int = 16
-    masker: str = choice("random", "random")
+    masker: str = choice("random", "random", "tube", "block")
     mask_ratio: float = 0.75
+    decoder_fraction: float = 1.0  # share of the masked tokens the decoder predicts (CrossMAE, VideoMAE V2)
+    decoder_masking: str = choice("random", "random", "running_cell")  # which of them, when fraction < 1
     target: str = choice("norm_pix", "norm_pix", "pixels")
     pos_embed: str = choice("sincos", "sincos", "learned")
     modality: str = "images"
@@ -82,6 +84,7 @@ class DataConfig:
     mean: list[float] | None = None  # None: the adapter's default
     std: list[float] | None = None
     strict: bool = False  # True: an unreadable file is an error, not a warning
+    options: dict[str, Any] = field(default_factory=dict)  # the adapter's own keys, checked by adapter_options
 
 
 @dataclass
@@ -193,6 +196,16 @@ def from_mapping(cls: type, data: Any, prefix: str = "") -> Any:
             raise ConfigError(f"{key}: {value!r} is not allowed; expected one of {', '.join(map(str, allowed))}")
         values[name] = value
     return cls(**values)
+
+
+def adapter_options(cls: type, data: DataConfig) -> Any:
+    """``data.options`` checked against an adapter's options dataclass ``cls``.
+
+    Each modality has keys of its own (voxel spacing, bands, frames, DPI); they
+    live under ``data.options`` and get the same checks as every other key, so a
+    misspelt one is an error naming ``data.options.<key>`` and the allowed keys.
+    """
+    return from_mapping(cls, data.options, "data.options.")
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:

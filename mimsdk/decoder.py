@@ -20,6 +20,8 @@ class Decoder(nn.Module):
         pos_kind: ``"sincos"`` or ``"learned"``.
 
     Shapes: latent B×(1+Lv)×D, restore B×L -> prediction B×L×P' (class token dropped).
+    With ``keep`` B×Lv and ``decode`` B×Ld (partial decoding) only the visible tokens and
+    the Ld chosen mask tokens enter the decoder, and the prediction is B×Ld×P'.
     """
 
     def __init__(
@@ -43,8 +45,16 @@ class Decoder(nn.Module):
         self.norm = LayerNorm(dim)
         self.pred = nn.Linear(dim, out_dim)
 
-    def forward(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        latent: torch.Tensor,
+        restore: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        decode: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x = self.embed(latent)  # B×(1+Lv)×Dd
+        if decode is not None:
+            return self._forward_partial(x, keep, decode)
         b, num_tokens = restore.shape
         num_masked = num_tokens + 1 - x.shape[1]
         mask_tokens = self.mask_token.expand(b, num_masked, -1)
@@ -55,3 +65,18 @@ class Decoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.pred(self.norm(x))[:, 1:]  # B×L×P'
+
+    def _forward_partial(self, x: torch.Tensor, keep: torch.Tensor, decode: torch.Tensor) -> torch.Tensor:
+        """x B×(1+Lv)×Dd, keep B×Lv, decode B×Ld -> B×Ld×P'.
+
+        Attention cost falls with the square of the tokens left out, which is
+        where partial decoding's speed comes from.
+        """
+        table = self.pos().expand(x.shape[0], -1, -1)  # B×L×Dd
+        width = x.shape[2]
+        visible = x[:, 1:] + torch.gather(table, 1, keep[..., None].expand(-1, -1, width))
+        queries = self.mask_token + torch.gather(table, 1, decode[..., None].expand(-1, -1, width))
+        x = torch.cat([x[:, :1], visible, queries], dim=1)  # B×(1+Lv+Ld)×Dd
+        for block in self.blocks:
+            x = block(x)
+        return self.pred(self.norm(x[:, -decode.shape[1] :]))

@@ -25,7 +25,7 @@ def masked_loss(
         if max_batches is not None and i >= max_batches:
             break
         noise = model.masker.noise(x.shape[0], model.num_tokens, generator).to(device)
-        out = model(x.to(device), noise=noise)
+        out = model(x.to(device), noise=noise, decode_all=True)
         total += out.loss.item() * x.shape[0]
         count += x.shape[0]
     return total / max(1, count)

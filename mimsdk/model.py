@@ -4,6 +4,11 @@ x ──patchify──▶ patches B×L×P ──embed + pos──▶ tokens B×L
 noise B×L ──masker──▶ keep B×Lv, restore B×L, mask B×L
 tokens[keep] ──encoder──▶ latent B×(1+Lv)×D ──decoder──▶ pred B×L×P'
 loss = target.loss(pred, target(patches), mask)        (masked tokens only)
+
+Partial decoding (``decoder_fraction`` < 1) feeds the decoder the visible tokens
+and only Ld of the masked ones; pred and loss cover those Ld. NaN in the input
+means "no data" (satellite nodata, page padding): it enters the encoder as 0
+and is left out of the target's statistics and of the loss.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from mimsdk.config import ModelConfig
 from mimsdk.decoder import Decoder
 from mimsdk.encoder import Encoder
 from mimsdk.hub.mixin import HubMixin
-from mimsdk.masker import Mask, build_masker
+from mimsdk.masker import Mask, build_masker, decoder_selection, running_cell_priority
 from mimsdk.position import GridPositionEncoding
 from mimsdk.target import build_target
 from mimsdk.tokenizer import PatchTokenizer
@@ -26,11 +31,15 @@ from mimsdk.tokenizer import PatchTokenizer
 
 @dataclass
 class MAEOutput:
-    """Result of one forward pass: ``loss`` (scalar), ``pred`` B×L×P', ``mask`` B×L (1 = masked)."""
+    """Result of one forward pass: ``loss`` (scalar), ``pred`` B×L×P', ``mask`` B×L (1 = masked).
+
+    Under partial decoding ``pred`` is zero where no prediction was made.
+    """
 
     loss: torch.Tensor
     pred: torch.Tensor
     mask: torch.Tensor
+    decoded: torch.Tensor | None = None  # B×L, 1 where the loss counted a prediction; None: every masked token
 
 
 class MaskedAutoencoder(
@@ -52,7 +61,12 @@ class MaskedAutoencoder(
         self.tokenizer = PatchTokenizer(config.input_size, config.patch_size, config.in_chans, dim)
         coords = self.tokenizer.coords()
         self.pos = GridPositionEncoding(coords, dim, config.pos_embed)
-        self.masker = build_masker(config.masker, config.mask_ratio)
+        self.masker = build_masker(config.masker, config.mask_ratio, self.tokenizer.grid_size)
+        if not 0.0 < config.decoder_fraction <= 1.0:
+            raise ValueError(f"model.decoder_fraction must be in (0, 1], got {config.decoder_fraction}")
+        num_masked = self.num_tokens - self.masker.num_visible(self.num_tokens)
+        self.num_decode = max(1, round(num_masked * config.decoder_fraction))
+        self.partial = self.num_decode < num_masked
         self.encoder = Encoder(dim, depth, heads, config.mlp_ratio, config.drop_path)
         self.target = build_target(config.target)
         self.decoder = Decoder(
@@ -101,30 +115,63 @@ class MaskedAutoencoder(
             raise ValueError(f"noise of shape {tuple(noise.shape)}; expected {(batch, self.num_tokens)}")
         return self.masker(noise)
 
+    def decoder_priority(self, noise: torch.Tensor) -> torch.Tensor:
+        """B×L priorities for partial decoding from uniform ``noise`` B×L (lower = decoded first)."""
+        if self.config.decoder_masking == "running_cell":
+            return running_cell_priority(self.tokenizer.grid_size, noise)
+        return noise
+
+    def patches_and_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x B×C×S1..Sn (NaN = no data) -> patches B×L×P with NaN as 0, and B×L×P weights (None if no NaN)."""
+        missing = torch.isnan(x)
+        if not missing.any():
+            return self.tokenizer.patchify(x), None
+        return self.tokenizer.patchify(x.masked_fill(missing, 0.0)), self.tokenizer.patchify((~missing).to(x.dtype))
+
     def forward(
         self,
         x: torch.Tensor,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        decoder_noise: torch.Tensor | None = None,
+        decode_all: bool = False,
     ) -> MAEOutput:
         """x B×C×S1..Sn -> loss over masked tokens, prediction B×L×P', mask B×L.
 
         ``noise`` (B×L) fixes the mask (lowest noise kept); otherwise it is drawn
-        from ``generator``.
+        from ``generator``. Under partial decoding ``decoder_noise`` (B×L uniform)
+        fixes which masked tokens are predicted; ``decode_all`` predicts them all
+        (evaluation, pictures).
         """
-        patches = self.tokenizer.patchify(x)  # B×L×P
+        patches, weights = self.patches_and_weights(x)  # B×L×P
         tokens = self.embed(patches)  # B×L×D
-        mask = self.make_mask(x.shape[0], noise, generator)
+        b = x.shape[0]
+        mask = self.make_mask(b, noise, generator)
         visible = torch.gather(tokens, 1, mask.keep[..., None].expand(-1, -1, tokens.shape[2]))  # B×Lv×D
         latent = self.encoder(visible)  # B×(1+Lv)×D
-        pred = self.decoder(latent, mask.restore)  # B×L×P'
-        loss = self.target.loss(pred, self.target(patches), mask.mask)
-        return MAEOutput(loss=loss, pred=pred, mask=mask.mask)
+        target = self.target(patches, weights)
+        if not self.partial or decode_all:
+            pred = self.decoder(latent, mask.restore)  # B×L×P'
+            loss = self.target.loss(pred, target, mask.mask, weights)
+            return MAEOutput(loss=loss, pred=pred, mask=mask.mask)
+        if decoder_noise is None:
+            decoder_noise = torch.rand(b, self.num_tokens, generator=generator, device=tokens.device)
+        decode, decoded = decoder_selection(mask.mask, self.num_decode, self.decoder_priority(decoder_noise))
+        part = self.decoder(latent, mask.restore, mask.keep, decode)  # B×Ld×P'
+        index = decode[..., None].expand(-1, -1, part.shape[2])
+        loss = self.target.loss(
+            part,
+            torch.gather(target, 1, index),
+            torch.ones_like(decode, dtype=part.dtype),
+            None if weights is None else torch.gather(weights, 1, index),
+        )
+        pred = torch.zeros(b, self.num_tokens, part.shape[2], dtype=part.dtype, device=part.device)
+        return MAEOutput(loss=loss, pred=pred.scatter(1, index, part), mask=mask.mask, decoded=decoded)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Features with every token visible: B×(1+L)×D (class token first)."""
-        return self.encoder(self.embed(self.tokenizer.patchify(x)))
+        return self.encoder(self.embed(self.patches_and_weights(x)[0]))
 
     @torch.no_grad()
     def features(self, x: torch.Tensor, pool: str = "mean") -> torch.Tensor:
@@ -143,9 +190,9 @@ class MaskedAutoencoder(
 
         Visible patches of the reconstruction are the input's own, as in MAE's demo.
         """
-        out = self.forward(x, noise=noise, generator=generator)
-        patches = self.tokenizer.patchify(x)
-        pred = self.target.to_pixels(out.pred.float(), patches.float())
+        out = self.forward(x, noise=noise, generator=generator, decode_all=True)
+        patches, weights = self.patches_and_weights(x)
+        pred = self.target.to_pixels(out.pred.float(), patches.float(), weights)
         mask = out.mask[..., None]
         return {
             "input": x,

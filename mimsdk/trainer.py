@@ -324,12 +324,17 @@ class Trainer:
         )
         return iter(loader)
 
-    def _noise(self, micro: int, batch: int) -> torch.Tensor:
-        """This rank's rows of the global batch's masking noise, a function of (seed, micro-batch)."""
+    def _noise(self, micro: int, batch: int) -> dict[str, torch.Tensor]:
+        """This rank's rows of the global batch's masking noise, a function of (seed, micro-batch).
+
+        Under partial decoding, also the noise that picks the decoded tokens.
+        """
         gen = torch.Generator().manual_seed(self.recipe.train.seed * 1_000_003 + micro)
-        noise = self.model.masker.noise(self.global_batch, self.model.num_tokens, gen)
         first = self.procs.rank * batch
-        return noise[first : first + batch].to(self.device, non_blocking=True)
+        noises = {"noise": self.model.masker.noise(self.global_batch, self.model.num_tokens, gen)}
+        if self.model.partial:
+            noises["decoder_noise"] = torch.rand(self.global_batch, self.model.num_tokens, generator=gen)
+        return {k: v[first : first + batch].to(self.device, non_blocking=True) for k, v in noises.items()}
 
     def _autocast(self):
         if self.autocast is None:
@@ -362,7 +367,7 @@ class Trainer:
                 sync = contextlib.nullcontext() if last or self.procs.world == 1 else self.ddp.no_sync()
                 with sync:
                     with self._autocast():
-                        out = self.ddp(x, noise=self._noise(micro, x.shape[0]))
+                        out = self.ddp(x, **self._noise(micro, x.shape[0]))
                     self.scaler.scale(out.loss / t.accum_steps).backward()
                 loss_sum += out.loss.detach()
             if t.clip_grad:

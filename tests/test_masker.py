@@ -1,7 +1,10 @@
+import math
+import random
+
 import pytest
 import torch
 
-from mimsdk.masker import RandomMasker, build_masker
+from mimsdk.masker import BlockMasker, RandomMasker, TubeMasker, build_masker, decoder_selection, running_cell_priority
 
 
 @pytest.mark.parametrize("ratio, tokens", [(0.75, 196), (0.9, 1568), (0.6, 64), (0.5, 7), (0.0, 10)])
@@ -30,5 +33,66 @@ def test_reproducible_under_a_seed_and_different_across_seeds():
 def test_bad_ratio_and_name():
     with pytest.raises(ValueError, match="mask ratio"):
         RandomMasker(1.0)
-    with pytest.raises(ValueError, match="unknown masker 'tube'"):
-        build_masker("tube", 0.9)
+    with pytest.raises(ValueError, match="unknown masker 'tubes'"):
+        build_masker("tubes", 0.9)
+    with pytest.raises(ValueError, match="tube masking needs a token grid of 2 or more axes"):
+        build_masker("tube", 0.9, (64,))
+
+
+def test_tube_mask_is_identical_across_the_first_axis():
+    grid = (8, 14, 14)  # T×H×W tubelets
+    masker = TubeMasker(0.9, grid)
+    m = masker(masker.noise(3, math.prod(grid), torch.Generator().manual_seed(0)))
+    per_time = m.mask.reshape(3, *grid)
+    assert torch.equal(per_time, per_time[:, :1].expand_as(per_time))
+    assert torch.all(per_time[:, 0].sum((1, 2)) == 196 - round(196 * 0.1))
+    assert m.keep.shape == (3, 8 * round(196 * 0.1))
+    assert not torch.equal(per_time[0, 0], per_time[1, 0])
+
+
+@pytest.mark.parametrize("grid, ratio", [((14, 14), 0.4), ((14, 14), 0.75), ((2, 16, 16), 0.5), ((8, 10), 0.3)])
+def test_block_masks_have_exact_count_and_blocks_within_bounds(grid, ratio):
+    masker = BlockMasker(ratio, grid)
+    plane = grid[-2] * grid[-1]
+    owed = plane - round(plane * (1 - ratio))
+    filled_singly = 0
+    for seed in range(50):
+        mask, blocks = masker.blocks(random.Random(seed))
+        assert int(mask.sum()) == owed
+        union = torch.zeros_like(mask)
+        for b in blocks:
+            assert b.height * b.width >= masker.min_tokens
+            assert 0.3 <= b.height / b.width <= 1 / 0.3
+            union[b.top : b.top + b.height, b.left : b.left + b.width] = 1
+        filled_singly += int(mask.sum() - union.sum())
+        assert torch.all(mask >= union)
+    assert filled_singly <= 0.02 * 50 * owed  # measured: 0.003-0.6% of masked tokens
+    m = masker(masker.noise(4, math.prod(grid), torch.Generator().manual_seed(0)))
+    assert torch.all(m.mask.sum(1) == owed * math.prod(grid[:-2]))
+
+
+def test_block_masks_reproducible_under_a_seed():
+    masker = BlockMasker(0.4, (14, 14))
+    a = masker(masker.noise(4, 196, torch.Generator().manual_seed(3))).mask
+    b = masker(masker.noise(4, 196, torch.Generator().manual_seed(3))).mask
+    c = masker(masker.noise(4, 196, torch.Generator().manual_seed(4))).mask
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5, 0.25])
+def test_decoder_selection_takes_only_masked_tokens(fraction):
+    masker = RandomMasker(0.75)
+    m = masker(masker.noise(4, 64, torch.Generator().manual_seed(0)))
+    num_decode = round(48 * fraction)
+    decode, selected = decoder_selection(m.mask, num_decode, torch.rand(4, 64))
+    assert decode.shape == (4, num_decode)
+    assert torch.all(torch.gather(m.mask, 1, decode) == 1)
+    assert torch.all(selected.sum(1) == num_decode) and torch.all(selected <= m.mask)
+
+
+def test_running_cell_pattern_shifts_over_time():
+    priority = running_cell_priority((4, 2, 2), torch.zeros(1, 16)).reshape(4, 2, 2)
+    # each 2×2 cell holds every priority once, and the pattern moves one step per time index
+    for t in range(4):
+        assert sorted(priority[t].flatten().tolist()) == [0, 1, 2, 3]
+        assert torch.equal(priority[t], (priority[0] + t) % 4)

@@ -71,3 +71,65 @@ def test_reconstruction_keeps_visible_patches(tiny_kwargs):
     visible = rec["mask"] == 0
     assert torch.allclose(rec["reconstruction"][visible], x[visible], atol=1e-6)
     assert torch.all(rec["masked"][~visible] == 0)
+
+
+def _decoder_token_counts(model, x, **kwargs) -> tuple[list[int], object]:
+    seen = []
+    handle = model.decoder.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    out = model(x, **kwargs)
+    handle.remove()
+    return seen, out
+
+
+def test_partial_decoding_feeds_and_scores_only_the_chosen_masked_tokens(tiny_kwargs):
+    full = create_model(**tiny_kwargs, mask_ratio=0.75)
+    x, noise, dnoise = torch.randn(2, 3, 32, 32), torch.rand(2, 64), torch.rand(2, 64)
+    for fraction, decoded in [(1.0, 48), (0.5, 24), (0.25, 12)]:
+        model = create_model(**tiny_kwargs, mask_ratio=0.75, decoder_fraction=fraction)
+        model.load_state_dict(full.state_dict())
+        seen, out = _decoder_token_counts(model, x, noise=noise, decoder_noise=dnoise)
+        assert seen == [1 + 16 + decoded]  # class token, visible tokens, decoded mask tokens
+        if fraction == 1.0:
+            assert out.decoded is None
+            continue
+        assert torch.all(out.decoded.sum(1) == decoded) and torch.all(out.decoded <= out.mask)
+        target = model.target(model.tokenizer.patchify(x))
+        manual = ((out.pred - target) ** 2).mean(-1)
+        assert torch.allclose((manual * out.decoded).sum() / out.decoded.sum(), out.loss)
+        assert torch.all(out.pred[out.decoded == 0] == 0)
+        # evaluation decodes every masked token, exactly as the full model does
+        assert torch.allclose(model(x, noise=noise, decode_all=True).loss, full(x, noise=noise).loss)
+
+
+def test_running_cell_decoding_follows_the_cell_pattern(tiny_kwargs):
+    model = create_model(**tiny_kwargs, mask_ratio=0.5, decoder_fraction=0.5, decoder_masking="running_cell")
+    out = model(torch.randn(4, 3, 32, 32), noise=torch.rand(4, 64), decoder_noise=torch.zeros(4, 64))
+    priority = model.decoder_priority(torch.zeros(1, 64))[0]
+    for row in range(4):
+        chosen = priority[out.decoded[row] == 1]
+        left = priority[(out.mask[row] == 1) & (out.decoded[row] == 0)]
+        assert chosen.max() <= left.min()  # lower cell priority is always decoded first
+
+
+def test_nan_is_nodata_kept_out_of_statistics_and_loss(tiny_kwargs):
+    model = create_model(**tiny_kwargs, target="norm_pix")
+    x = torch.rand(2, 3, 32, 32)
+    x[:, :, :8, :] = float("nan")  # the top two rows of patches hold no data
+    x[0, 1, 20, 20] = float("nan")  # and one stray value
+    noise = torch.rand(2, 64)
+    out = model(x, noise=noise)
+    assert torch.isfinite(out.loss)
+    # The encoder sees 0 where the data is missing, so predictions equal those for zero-filled input,
+    # while the zero-filled input's loss also scores the filled pixels.
+    filled = model(torch.nan_to_num(x, nan=0.0), noise=noise)
+    assert torch.allclose(out.pred, filled.pred)
+    assert not torch.allclose(out.loss, filled.loss)
+    valid = model.tokenizer.patchify((~torch.isnan(x)).float())
+    patches = model.tokenizer.patchify(torch.nan_to_num(x))
+    count = valid.sum(-1, keepdim=True)
+    mean = (patches * valid).sum(-1, keepdim=True) / count.clamp_min(1)
+    var = (valid * (patches - mean) ** 2).sum(-1, keepdim=True) / (count - 1).clamp_min(1)
+    target = (patches - mean) / (var + 1e-6) ** 0.5
+    weights = valid * out.mask[..., None]
+    expected = (((out.pred - target) ** 2) * weights).sum() / weights.sum()
+    assert torch.allclose(out.loss, expected, atol=1e-6)
