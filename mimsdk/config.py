@@ -51,6 +51,8 @@ class ModelConfig:
     decoder_dim: int = 512
     decoder_depth: int = 8
     decoder_heads: int = 16
+    tokenizer: str = choice("patch", "patch")
+    tokenizer_options: dict[str, Any] = field(default_factory=dict)  # checked by the tokenizer named above
     masker: str = choice("random", "random", "tube", "block")
     mask_ratio: float = 0.75
     decoder_fraction: float = 1.0  # share of the masked tokens the decoder predicts (CrossMAE, VideoMAE V2)

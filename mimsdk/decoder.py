@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from mimsdk.encoder import LayerNorm, transformer_blocks
-from mimsdk.position import GridPositionEncoding
 
 
 class Decoder(nn.Module):
@@ -16,8 +15,7 @@ class Decoder(nn.Module):
         encoder_dim: width of the encoder's latent D.
         dim: decoder width Dd. depth, heads, mlp_ratio: its transformer.
         out_dim: values predicted per token P'.
-        coords: L×n token coordinates, for the decoder's own position table.
-        pos_kind: ``"sincos"`` or ``"learned"``.
+        pos: the decoder's own position encoding at width Dd (from ``tokenizer.position``).
 
     Shapes: latent B×(1+Lv)×D, restore B×L -> prediction B×L×P' (class token dropped).
     With ``keep`` B×Lv and ``decode`` B×Ld (partial decoding) only the visible tokens and
@@ -31,8 +29,7 @@ class Decoder(nn.Module):
         depth: int,
         heads: int,
         out_dim: int,
-        coords: torch.Tensor,
-        pos_kind: str = "sincos",
+        pos: nn.Module,
         mlp_ratio: float = 4.0,
     ) -> None:
         super().__init__()
@@ -40,7 +37,7 @@ class Decoder(nn.Module):
             raise ValueError(f"decoder width {dim} is not divisible by its {heads} heads")
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos = GridPositionEncoding(coords, dim, pos_kind)
+        self.pos = pos
         self.blocks = transformer_blocks(dim, depth, heads, mlp_ratio)
         self.norm = LayerNorm(dim)
         self.pred = nn.Linear(dim, out_dim)
@@ -51,28 +48,31 @@ class Decoder(nn.Module):
         restore: torch.Tensor,
         keep: torch.Tensor | None = None,
         decode: torch.Tensor | None = None,
+        where: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = self.embed(latent)  # B×(1+Lv)×Dd
         if decode is not None:
-            return self._forward_partial(x, keep, decode)
+            return self._forward_partial(x, keep, decode, where)
         b, num_tokens = restore.shape
         num_masked = num_tokens + 1 - x.shape[1]
         mask_tokens = self.mask_token.expand(b, num_masked, -1)
         x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)  # B×L×Dd, visible first
         x_ = torch.gather(x_, 1, restore[..., None].expand(-1, -1, x.shape[2]))  # token order
-        x_ = x_ + self.pos()
+        x_ = x_ + self.pos(where)
         x = torch.cat([x[:, :1], x_], dim=1)  # B×(1+L)×Dd
         for block in self.blocks:
             x = block(x)
         return self.pred(self.norm(x))[:, 1:]  # B×L×P'
 
-    def _forward_partial(self, x: torch.Tensor, keep: torch.Tensor, decode: torch.Tensor) -> torch.Tensor:
+    def _forward_partial(
+        self, x: torch.Tensor, keep: torch.Tensor, decode: torch.Tensor, where: torch.Tensor | None
+    ) -> torch.Tensor:
         """x B×(1+Lv)×Dd, keep B×Lv, decode B×Ld -> B×Ld×P'.
 
         Attention cost falls with the square of the tokens left out, which is
         where partial decoding's speed comes from.
         """
-        table = self.pos().expand(x.shape[0], -1, -1)  # B×L×Dd
+        table = self.pos(where).expand(x.shape[0], -1, -1)  # B×L×Dd
         width = x.shape[2]
         visible = x[:, 1:] + torch.gather(table, 1, keep[..., None].expand(-1, -1, width))
         queries = self.mask_token + torch.gather(table, 1, decode[..., None].expand(-1, -1, width))

@@ -1,6 +1,6 @@
 """MaskedAutoencoder: tokenizer, masker, encoder, decoder and target composed.
 
-x ──patchify──▶ patches B×L×P ──embed + pos──▶ tokens B×L×D
+x ──tokenize──▶ patches B×L×P ──embed + pos──▶ tokens B×L×D
 noise B×L ──masker──▶ keep B×Lv, restore B×L, mask B×L
 tokens[keep] ──encoder──▶ latent B×(1+Lv)×D ──decoder──▶ pred B×L×P'
 loss = target.loss(pred, target(patches), mask)        (masked tokens only)
@@ -24,9 +24,8 @@ from mimsdk.decoder import Decoder
 from mimsdk.encoder import Encoder
 from mimsdk.hub.mixin import HubMixin
 from mimsdk.masker import Mask, build_masker, decoder_selection, running_cell_priority
-from mimsdk.position import GridPositionEncoding
 from mimsdk.target import build_target
-from mimsdk.tokenizer import PatchTokenizer
+from mimsdk.tokenizer import Tokens, build_tokenizer
 
 
 @dataclass
@@ -58,9 +57,8 @@ class MaskedAutoencoder(
         super().__init__()
         self.config = config
         dim, depth, heads = config.width
-        self.tokenizer = PatchTokenizer(config.input_size, config.patch_size, config.in_chans, dim)
-        coords = self.tokenizer.coords()
-        self.pos = GridPositionEncoding(coords, dim, config.pos_embed)
+        self.tokenizer = build_tokenizer(config, dim)
+        self.pos = self.tokenizer.position(dim, config.pos_embed)
         self.masker = build_masker(config.masker, config.mask_ratio, self.tokenizer.grid_size)
         if not 0.0 < config.decoder_fraction <= 1.0:
             raise ValueError(f"model.decoder_fraction must be in (0, 1], got {config.decoder_fraction}")
@@ -75,8 +73,7 @@ class MaskedAutoencoder(
             config.decoder_depth,
             config.decoder_heads,
             self.tokenizer.patch_dim,
-            coords,
-            config.pos_embed,
+            self.tokenizer.position(config.decoder_dim, config.pos_embed),
             config.mlp_ratio,
         )
         self.reset_parameters()
@@ -104,13 +101,13 @@ class MaskedAutoencoder(
 
     # -- the steps -----------------------------------------------------------
 
-    def embed(self, patches: torch.Tensor) -> torch.Tensor:
+    def embed(self, patches: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         """B×L×P -> B×L×D with positions."""
-        return self.tokenizer.embed(patches) + self.pos()
+        return self.tokenizer.embed(patches) + self.pos(where)
 
     def make_mask(self, batch: int, noise: torch.Tensor | None, generator: torch.Generator | None) -> Mask:
         if noise is None:
-            noise = self.masker.noise(batch, self.num_tokens, generator, self.pos().device)
+            noise = self.masker.noise(batch, self.num_tokens, generator, self.encoder.cls_token.device)
         if noise.shape != (batch, self.num_tokens):
             raise ValueError(f"noise of shape {tuple(noise.shape)}; expected {(batch, self.num_tokens)}")
         return self.masker(noise)
@@ -121,12 +118,9 @@ class MaskedAutoencoder(
             return running_cell_priority(self.tokenizer.grid_size, noise)
         return noise
 
-    def patches_and_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x B×C×S1..Sn (NaN = no data) -> patches B×L×P with NaN as 0, and B×L×P weights (None if no NaN)."""
-        missing = torch.isnan(x)
-        if not missing.any():
-            return self.tokenizer.patchify(x), None
-        return self.tokenizer.patchify(x.masked_fill(missing, 0.0)), self.tokenizer.patchify((~missing).to(x.dtype))
+    def tokenize(self, x: torch.Tensor) -> Tokens:
+        """A batch -> patches B×L×P (NaN as 0), their weights (None if no NaN) and per-sample positions."""
+        return self.tokenizer.tokenize(x)
 
     def forward(
         self,
@@ -143,21 +137,22 @@ class MaskedAutoencoder(
         fixes which masked tokens are predicted; ``decode_all`` predicts them all
         (evaluation, pictures).
         """
-        patches, weights = self.patches_and_weights(x)  # B×L×P
-        tokens = self.embed(patches)  # B×L×D
+        tok = self.tokenize(x)
+        patches, weights = tok.patches, tok.weights  # B×L×P
+        tokens = self.embed(patches, tok.where)  # B×L×D
         b = x.shape[0]
         mask = self.make_mask(b, noise, generator)
         visible = torch.gather(tokens, 1, mask.keep[..., None].expand(-1, -1, tokens.shape[2]))  # B×Lv×D
         latent = self.encoder(visible)  # B×(1+Lv)×D
         target = self.target(patches, weights)
         if not self.partial or decode_all:
-            pred = self.decoder(latent, mask.restore)  # B×L×P'
+            pred = self.decoder(latent, mask.restore, where=tok.where)  # B×L×P'
             loss = self.target.loss(pred, target, mask.mask, weights)
             return MAEOutput(loss=loss, pred=pred, mask=mask.mask)
         if decoder_noise is None:
             decoder_noise = torch.rand(b, self.num_tokens, generator=generator, device=tokens.device)
         decode, decoded = decoder_selection(mask.mask, self.num_decode, self.decoder_priority(decoder_noise))
-        part = self.decoder(latent, mask.restore, mask.keep, decode)  # B×Ld×P'
+        part = self.decoder(latent, mask.restore, mask.keep, decode, tok.where)  # B×Ld×P'
         index = decode[..., None].expand(-1, -1, part.shape[2])
         loss = self.target.loss(
             part,
@@ -171,7 +166,8 @@ class MaskedAutoencoder(
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Features with every token visible: B×(1+L)×D (class token first)."""
-        return self.encoder(self.embed(self.patches_and_weights(x)[0]))
+        tok = self.tokenize(x)
+        return self.encoder(self.embed(tok.patches, tok.where))
 
     @torch.no_grad()
     def features(self, x: torch.Tensor, pool: str = "mean") -> torch.Tensor:
@@ -186,19 +182,20 @@ class MaskedAutoencoder(
     def reconstruct(
         self, x: torch.Tensor, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        """Input, masked input and reconstruction, all B×C×S1..Sn, for pictures.
+        """Input, masked input and reconstruction in the input's layout (``untokenize``), for pictures.
 
         Visible patches of the reconstruction are the input's own, as in MAE's demo.
         """
         out = self.forward(x, noise=noise, generator=generator, decode_all=True)
-        patches, weights = self.patches_and_weights(x)
-        pred = self.target.to_pixels(out.pred.float(), patches.float(), weights)
+        tok = self.tokenize(x)
+        patches, where = tok.patches, tok.where
+        pred = self.target.to_pixels(out.pred.float(), patches.float(), tok.weights)
         mask = out.mask[..., None]
         return {
             "input": x,
-            "masked": self.tokenizer.unpatchify(patches * (1 - mask)),
-            "reconstruction": self.tokenizer.unpatchify(patches * (1 - mask) + pred * mask),
-            "mask": self.tokenizer.unpatchify(mask.expand_as(patches)),
+            "masked": self.tokenizer.untokenize(patches * (1 - mask), where),
+            "reconstruction": self.tokenizer.untokenize(patches * (1 - mask) + pred * mask, where),
+            "mask": self.tokenizer.untokenize(mask.expand_as(patches), where),
         }
 
 

@@ -65,5 +65,6 @@ class GridPositionEncoding(nn.Module):
             # from the config; kept in the state dict for exports.
             self.register_buffer("table", table)
 
-    def forward(self) -> torch.Tensor:
+    def forward(self, where: torch.Tensor | None = None) -> torch.Tensor:
+        """The 1×L×D table; ``where`` is unused, a grid's positions being fixed by the token index."""
         return self.table

@@ -64,7 +64,8 @@ class Classifier(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.tokenizer.embed(self.tokenizer.patchify(x)) + self.pos()
+        tok = self.tokenizer.tokenize(x)
+        tokens = self.tokenizer.embed(tok.patches) + self.pos(tok.where)
         latent = self.encoder(tokens)
         return self.head(self.fc_norm(latent[:, 1:].mean(1)))
 

@@ -1,17 +1,65 @@
-"""Tokenizer: cut an N-D tensor into non-overlapping patches and embed them.
+"""Tokenizer: turn a sample into tokens, and say where each token sits.
 
-One implementation serves 2D images (C×H×W), 3D volumes (C×D×H×W) and video
+A tokenizer gives the model four things, and the model asks nothing else of it:
+
+- ``tokenize(x) -> Tokens``: the values each token carries (the patches, B×L×P,
+  which are also what the target is made from), which of those values are real
+  data (NaN in ``x`` means none), and ``where`` the tokens are when that differs
+  per sample (point-group centres) or None when it is fixed by the token index;
+- ``embed(patches) -> B×L×D``;
+- ``position(dim, kind)``: a module mapping ``where`` to positions, 1×L×dim or B×L×dim,
+  built once for the encoder's width and once for the decoder's;
+- ``untokenize(patches, where)``: the way back, for pictures;
+
+plus ``num_tokens``, ``patch_dim`` and ``grid_size`` (the token grid the maskers
+see; a set of tokens with no grid is ``(L,)``).
+
+``PatchTokenizer`` serves 2D images (C×H×W), 3D volumes (C×D×H×W) and video
 (C×T×H×W): a patch is flattened as (p1, ..., pn, C), channel last, which is the
 order MAE and transformers' ViTMAE use, so predictions compare one to one.
+Other tokenizers register in ``TOKENIZERS`` under the name ``model.tokenizer`` selects.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+from mimsdk.position import GridPositionEncoding
+
+
+@dataclass
+class Tokens:
+    """One batch, tokenized.
+
+    Attributes:
+        patches: B×L×P values per token (NaN replaced by 0).
+        weights: B×L×P, 1 where a value is real data, 0 where it was NaN; None when all are real.
+        where: per-sample token positions (e.g. B×L×3 centres), or None when fixed by the token index.
+    """
+
+    patches: torch.Tensor
+    weights: torch.Tensor | None = None
+    where: torch.Tensor | None = None
+
+
+class Tokenizer(Protocol):
+    num_tokens: int
+    patch_dim: int
+    grid_size: tuple[int, ...]
+
+    def tokenize(self, x: torch.Tensor) -> Tokens: ...
+
+    def embed(self, patches: torch.Tensor) -> torch.Tensor: ...
+
+    def position(self, dim: int, kind: str) -> nn.Module: ...
+
+    def untokenize(self, patches: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 def as_tuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
@@ -93,3 +141,33 @@ class PatchTokenizer(nn.Module):
     def embed(self, patches: torch.Tensor) -> torch.Tensor:
         """B×L×P -> B×L×D."""
         return self.proj(patches)
+
+    def tokenize(self, x: torch.Tensor) -> Tokens:
+        """B×C×S1..Sn (NaN = no data) -> patches B×L×P with NaN as 0, and weights when any was NaN."""
+        missing = torch.isnan(x)
+        if not missing.any():
+            return Tokens(self.patchify(x))
+        return Tokens(self.patchify(x.masked_fill(missing, 0.0)), self.patchify((~missing).to(x.dtype)))
+
+    def untokenize(self, patches: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        return self.unpatchify(patches)
+
+    def position(self, dim: int, kind: str) -> nn.Module:
+        """The grid's position table at width ``dim`` (sin-cos, or learned from sin-cos)."""
+        return GridPositionEncoding(self.coords(), dim, kind)
+
+    @classmethod
+    def from_config(cls, config: Any, dim: int) -> PatchTokenizer:
+        if config.tokenizer_options:
+            raise ValueError(f"model.tokenizer_options: the patch tokenizer takes none, got {config.tokenizer_options}")
+        return cls(config.input_size, config.patch_size, config.in_chans, dim)
+
+
+TOKENIZERS: dict[str, Callable[[Any, int], Tokenizer]] = {"patch": PatchTokenizer.from_config}
+
+
+def build_tokenizer(config: Any, dim: int) -> Tokenizer:
+    """The tokenizer ``config.tokenizer`` names (a ModelConfig), embedding to width ``dim``."""
+    if config.tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {config.tokenizer!r}; expected one of {sorted(TOKENIZERS)}")
+    return TOKENIZERS[config.tokenizer](config, dim)

@@ -17,7 +17,7 @@ def test_changing_predictions_on_visible_tokens_leaves_loss_unchanged(tiny_kwarg
     x = torch.randn(2, 3, 32, 32)
     noise = torch.rand(2, 64)
     out = model(x, noise=noise)
-    target = model.target(model.tokenizer.patchify(x))
+    target = model.target(model.tokenize(x).patches)
     changed = out.pred + (1 - out.mask)[..., None] * 100.0
     assert torch.allclose(model.target.loss(changed, target, out.mask), out.loss)
     changed_masked = out.pred + out.mask[..., None] * 1.0
@@ -93,7 +93,7 @@ def test_partial_decoding_feeds_and_scores_only_the_chosen_masked_tokens(tiny_kw
             assert out.decoded is None
             continue
         assert torch.all(out.decoded.sum(1) == decoded) and torch.all(out.decoded <= out.mask)
-        target = model.target(model.tokenizer.patchify(x))
+        target = model.target(model.tokenize(x).patches)
         manual = ((out.pred - target) ** 2).mean(-1)
         assert torch.allclose((manual * out.decoded).sum() / out.decoded.sum(), out.loss)
         assert torch.all(out.pred[out.decoded == 0] == 0)

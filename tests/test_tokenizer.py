@@ -45,3 +45,16 @@ def test_bad_shapes_are_named():
     tok = PatchTokenizer((32, 32), 4, 3, 8)
     with pytest.raises(ValueError, match=r"expected B×3×32×32"):
         tok.patchify(torch.zeros(1, 1, 32, 32))
+
+
+def test_model_builds_the_named_tokenizer_and_checks_its_options(tiny_kwargs):
+    from mimsdk import create_model
+    from mimsdk.config import ConfigError
+
+    model = create_model(**tiny_kwargs)
+    tok = model.tokenize(torch.rand(2, 3, 32, 32))
+    assert tok.patches.shape == (2, 64, 48) and tok.weights is None and tok.where is None
+    with pytest.raises(ConfigError, match="model.tokenizer: 'grid' is not allowed"):
+        create_model(**tiny_kwargs, tokenizer="grid")
+    with pytest.raises(ValueError, match="model.tokenizer_options: the patch tokenizer takes none"):
+        create_model(**tiny_kwargs, tokenizer_options={"groups": 2})
