@@ -163,7 +163,25 @@ class PatchTokenizer(nn.Module):
         return cls(config.input_size, config.patch_size, config.in_chans, dim)
 
 
-TOKENIZERS: dict[str, Callable[[Any, int], Tokenizer]] = {"patch": PatchTokenizer.from_config}
+def _point_groups(config: Any, dim: int) -> Tokenizer:
+    # Imported on use: point_tokenizer imports Tokens from here.
+    from mimsdk.point_tokenizer import PointGroupTokenizer
+
+    return PointGroupTokenizer.from_config(config, dim)
+
+
+def _channel_groups(config: Any, dim: int) -> Tokenizer:
+    # Imported on use: group_tokenizer imports PatchTokenizer and Tokens from here.
+    from mimsdk.group_tokenizer import ChannelGroupTokenizer
+
+    return ChannelGroupTokenizer.from_config(config, dim)
+
+
+TOKENIZERS: dict[str, Callable[[Any, int], Tokenizer]] = {
+    "patch": PatchTokenizer.from_config,
+    "point_groups": _point_groups,
+    "channel_groups": _channel_groups,
+}
 
 
 def build_tokenizer(config: Any, dim: int) -> Tokenizer:
