@@ -118,9 +118,14 @@ class MaskedAutoencoder(
             return running_cell_priority(self.tokenizer.grid_size, noise)
         return noise
 
-    def tokenize(self, x: torch.Tensor) -> Tokens:
-        """A batch -> patches B×L×P (NaN as 0), their weights (None if no NaN) and per-sample positions."""
-        return self.tokenizer.tokenize(x)
+    def tokenize(self, x: torch.Tensor, spacing: float | torch.Tensor | None = None) -> Tokens:
+        """A batch -> patches B×L×P (NaN as 0), their weights (None if no NaN) and per-sample positions.
+
+        ``spacing`` (physical pixel size, one value or one per sample) reaches tokenizers that take it.
+        """
+        if spacing is None:
+            return self.tokenizer.tokenize(x)
+        return self.tokenizer.tokenize(x, spacing=spacing)
 
     def forward(
         self,
@@ -129,15 +134,16 @@ class MaskedAutoencoder(
         generator: torch.Generator | None = None,
         decoder_noise: torch.Tensor | None = None,
         decode_all: bool = False,
+        spacing: float | torch.Tensor | None = None,
     ) -> MAEOutput:
         """x B×C×S1..Sn -> loss over masked tokens, prediction B×L×P', mask B×L.
 
         ``noise`` (B×L) fixes the mask (lowest noise kept); otherwise it is drawn
         from ``generator``. Under partial decoding ``decoder_noise`` (B×L uniform)
         fixes which masked tokens are predicted; ``decode_all`` predicts them all
-        (evaluation, pictures).
+        (evaluation, pictures). ``spacing``: see :meth:`tokenize`.
         """
-        tok = self.tokenize(x)
+        tok = self.tokenize(x, spacing)
         patches, weights = tok.patches, tok.weights  # B×L×P
         tokens = self.embed(patches, tok.where)  # B×L×D
         b = x.shape[0]
@@ -164,15 +170,17 @@ class MaskedAutoencoder(
         return MAEOutput(loss=loss, pred=pred.scatter(1, index, part), mask=mask.mask, decoded=decoded)
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, spacing: float | torch.Tensor | None = None) -> torch.Tensor:
         """Features with every token visible: B×(1+L)×D (class token first)."""
-        tok = self.tokenize(x)
+        tok = self.tokenize(x, spacing)
         return self.encoder(self.embed(tok.patches, tok.where))
 
     @torch.no_grad()
-    def features(self, x: torch.Tensor, pool: str = "mean") -> torch.Tensor:
+    def features(
+        self, x: torch.Tensor, pool: str = "mean", spacing: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Pooled features B×D: ``"mean"`` over patch tokens (MAE's global pool) or ``"cls"``."""
-        latent = self.encode(x)
+        latent = self.encode(x, spacing)
         if pool == "cls":
             return latent[:, 0]
         if pool == "mean":
@@ -180,14 +188,18 @@ class MaskedAutoencoder(
         raise ValueError(f"pool {pool!r}; expected 'mean' or 'cls'")
 
     def reconstruct(
-        self, x: torch.Tensor, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        spacing: float | torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Input, masked input and reconstruction in the input's layout (``untokenize``), for pictures.
 
         Visible patches of the reconstruction are the input's own, as in MAE's demo.
         """
-        out = self.forward(x, noise=noise, generator=generator, decode_all=True)
-        tok = self.tokenize(x)
+        out = self.forward(x, noise=noise, generator=generator, decode_all=True, spacing=spacing)
+        tok = self.tokenize(x, spacing)
         patches, where = tok.patches, tok.where
         pred = self.target.to_pixels(out.pred.float(), patches.float(), tok.weights)
         mask = out.mask[..., None]
