@@ -1,0 +1,399 @@
+"""Point clouds: open3d reading, unit-sphere normalisation, subsampling, Point-MAE's augmentation, pictures.
+
+Files, read through open3d:
+
+- ``.ply``, ``.pcd``, ``.xyz``, ``.xyzn``, ``.xyzrgb``, ``.pts``: point clouds (``o3d.io.read_point_cloud``);
+- ``.txt``: ModelNet's ``x,y,z,nx,ny,nz`` rows. open3d's ``xyz`` reader wants spaces and reads
+  comma-separated rows as zero points, so these are parsed with numpy (commas or spaces, the
+  first three columns) and kept as an ``o3d.geometry.PointCloud`` like the others;
+- ``.off``, ``.obj``, ``.stl``: meshes (``o3d.io.read_triangle_mesh``), sampled uniformly on their
+  surface to ``mesh_samples`` points under a fixed open3d seed, so a mesh always gives the same cloud.
+
+Every cloud is centred at its centroid and scaled so its farthest point lies on the unit
+sphere, then cut to N points (``model.input_size`` is ``[N, 3]``): a random subset for
+training (torch's generator, which :class:`mimsdk.data.SeededDataset` seeds per item, so
+resume is exact), farthest point sampling for evaluation. A cloud with fewer than N points
+(but at least the tokenizer's G and K) is filled up by repeating random points of its own.
+Training then scales each axis by U(2/3, 3/2) and shifts it by U(-0.2, 0.2) (Point-MAE's
+pre-training augmentation) and, if ``rotate`` is set, turns it about the up axis.
+
+Items are ``(tensor N×3 float32, label)``; labels come from ``data.labels`` (CSV ``path,label``,
+paths relative to the CSV) or from class sub-folders. Every file is read once before training:
+an empty file, NaN or infinite coordinates, fewer points than the tokenizer's groups or group
+size, or an unknown extension is one DataError naming the file (``data.strict``) or one warning
+per file, which is then skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open3d as o3d
+import torch
+from PIL import Image
+
+from mimsdk.config import ConfigError, DataConfig, ModelConfig, adapter_options, from_mapping
+from mimsdk.data import DataError
+from mimsdk.point_tokenizer import PointGroupOptions, farthest_point_sample
+
+CLOUD_SUFFIXES = (".ply", ".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts")
+TEXT_SUFFIXES = (".txt",)
+MESH_SUFFIXES = (".off", ".obj", ".stl")
+SUFFIXES = CLOUD_SUFFIXES + TEXT_SUFFIXES + MESH_SUFFIXES
+AXES = {"x": 0, "y": 1, "z": 2}
+
+
+@dataclass
+class PointCloudOptions:
+    """``data.options`` of the point-cloud adapter."""
+
+    up_axis: str = "y"  # ModelNet and ShapeNet stand on y
+    augment: bool = True  # the training view's augmentation; evaluation never augments
+    scale: list[float] = field(default_factory=lambda: [2 / 3, 3 / 2])  # per-axis factor range (Point-MAE)
+    translate: float = 0.2  # per-axis shift range ±translate (Point-MAE)
+    rotate: bool = False  # random rotation about the up axis
+    mesh_samples: int = 8192  # points sampled on a mesh's surface before subsampling
+    eval_sampling: str = "fps"  # evaluation view: "fps" or "first" (the first N points)
+    mesh_seed: int = 0  # open3d's seed for mesh surface sampling
+
+
+def options(data: DataConfig) -> PointCloudOptions:
+    """``data.options`` checked, errors naming ``data.options.<key>``."""
+    opts = adapter_options(PointCloudOptions, data)
+    if opts.up_axis not in AXES:
+        raise ConfigError(f"data.options.up_axis: {opts.up_axis!r} is not allowed; expected one of x, y, z")
+    if len(opts.scale) != 2 or not 0 < opts.scale[0] <= opts.scale[1]:
+        raise ConfigError(f"data.options.scale: expected [low, high] with 0 < low <= high, got {opts.scale}")
+    if opts.translate < 0:
+        raise ConfigError(f"data.options.translate: must be >= 0, got {opts.translate}")
+    if opts.mesh_samples < 1:
+        raise ConfigError(f"data.options.mesh_samples: must be at least 1, got {opts.mesh_samples}")
+    if opts.eval_sampling not in ("fps", "first"):
+        raise ConfigError(f"data.options.eval_sampling: {opts.eval_sampling!r} is not allowed; expected fps or first")
+    return opts
+
+
+def _read_text(path: Path) -> o3d.geometry.PointCloud:
+    with path.open() as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        array = np.loadtxt(path, delimiter="," if "," in first else None, ndmin=2, dtype=np.float64)
+    except ValueError as err:
+        raise DataError(f"{path}: not rows of numbers ({err})") from err
+    if array.size and array.shape[1] < 3:
+        raise DataError(f"{path}: rows have {array.shape[1]} columns; expected at least x, y, z")
+    cloud = o3d.geometry.PointCloud()
+    if array.size:
+        cloud.points = o3d.utility.Vector3dVector(array[:, :3])
+    return cloud
+
+
+def read_points(path: str | Path, mesh_samples: int = 8192, mesh_seed: int = 0) -> np.ndarray:
+    """The points of one file as P×3 float64, unchanged (no normalisation); DataError naming the file if unusable."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"{path}: unknown extension {path.suffix!r}; expected one of {', '.join(SUFFIXES)}")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    # open3d reports a failed read as a warning on stderr and an empty result: silence it, check the result.
+    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+        if suffix in TEXT_SUFFIXES:
+            cloud = _read_text(path)
+        elif suffix in MESH_SUFFIXES:
+            mesh = o3d.io.read_triangle_mesh(str(path))
+            if len(mesh.triangles) == 0:
+                raise DataError(f"{path}: no triangles open3d can read; a mesh needs faces to sample its surface")
+            vertices = np.asarray(mesh.vertices)
+            if not np.isfinite(vertices).all():
+                raise DataError(f"{path}: mesh vertices hold NaN or infinite coordinates")
+            o3d.utility.random.seed(mesh_seed)
+            cloud = mesh.sample_points_uniformly(number_of_points=mesh_samples)
+        else:
+            cloud = o3d.io.read_point_cloud(str(path), remove_nan_points=False, remove_infinite_points=False)
+    points = np.asarray(cloud.points)
+    if len(points) == 0:
+        raise DataError(f"{path}: no points open3d can read")
+    if not np.isfinite(points).all():
+        bad = int((~np.isfinite(points)).any(axis=1).sum())
+        raise DataError(f"{path}: {bad} of {len(points)} points have NaN or infinite coordinates")
+    return points
+
+
+def normalise(points: np.ndarray) -> np.ndarray:
+    """Centre at the centroid, scale so the farthest point is at distance 1 (P×3 -> P×3)."""
+    centred = points - points.mean(axis=0)
+    radius = np.linalg.norm(centred, axis=1).max()
+    return centred / radius if radius > 0 else centred
+
+
+def _read_label_csv(csv_path: Path) -> dict[Path, str]:
+    if not csv_path.is_file():
+        raise DataError(f"labels file {csv_path} does not exist")
+    with csv_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise DataError(f"labels file {csv_path} needs columns 'path' and 'label'; found {reader.fieldnames}")
+        return {(csv_path.parent / row["path"]).resolve(): row["label"] for row in reader}
+
+
+def _group_needs(model: ModelConfig) -> tuple[int, int]:
+    """(G, K) of the model's point-group tokenizer."""
+    if model.tokenizer != "point_groups":
+        raise ConfigError(f"model.tokenizer: point clouds need 'point_groups', got {model.tokenizer!r}")
+    opts = from_mapping(PointGroupOptions, model.tokenizer_options, "model.tokenizer_options.")
+    return opts.groups, opts.group_size
+
+
+def _num_points(model: ModelConfig) -> int:
+    if len(model.input_size) != 2 or model.input_size[1] != 3:
+        raise ConfigError(f"model.input_size: point clouds are [N, 3] (points per cloud, xyz); got {model.input_size}")
+    return model.input_size[0]
+
+
+def scan_files(root: str | Path, data: DataConfig, model: ModelConfig) -> tuple[list[Path], list[int], list[str]]:
+    """Usable point-cloud files under ``root`` with labels (-1 when unlabelled) and class names.
+
+    Every file is read: unusable ones are a DataError (``data.strict``) or a warning each, then skipped.
+    """
+    opts = options(data)
+    groups, group_size = _group_needs(model)
+    need = max(groups, group_size)
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data path {root} does not exist")
+    if root.is_file():
+        files = [root]
+    else:
+        files = sorted(
+            p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() != ".csv"
+        )
+    if not files:
+        raise DataError(f"data folder {root} holds no files; expected point clouds ({', '.join(SUFFIXES)})")
+    good, bad = [], []
+    for path in files:
+        try:
+            count = len(read_points(path, opts.mesh_samples, opts.mesh_seed))
+            if count < need:
+                raise DataError(
+                    f"{path}: {count} points, fewer than the tokenizer's {groups} groups of {group_size} points need"
+                )
+        except DataError as err:
+            if data.strict:
+                raise DataError(f"{err} (strict mode)") from err
+            bad.append(str(err))
+            continue
+        good.append(path)
+    for reason in bad:
+        warnings.warn(f"skipping {reason}", stacklevel=2)
+    if bad:
+        warnings.warn(f"skipped {len(bad)} of {len(files)} files in {root}; using {len(good)}", stacklevel=2)
+    if not good:
+        raise DataError(f"data path {root} holds no usable point clouds ({len(bad)} unusable files)")
+    if data.labels:
+        table = _read_label_csv(Path(data.labels))
+        names = [table.get(f.resolve()) for f in good]
+        missing = [f for f, n in zip(good, names) if n is None]
+        if missing:
+            raise DataError(f"{missing[0]} has no row in labels file {data.labels} ({len(missing)} files missing)")
+    elif root.is_dir() and all(f.parent != root for f in good):
+        names = [f.relative_to(root).parts[0] for f in good]
+    else:
+        return good, [-1] * len(good), []
+    classes = sorted(set(names))
+    index = {c: i for i, c in enumerate(classes)}
+    return good, [index[n] for n in names], classes
+
+
+class PointCloudDataset(torch.utils.data.Dataset):
+    """Point-cloud files -> (tensor N×3 float32, label).
+
+    Args:
+        files, labels, classes: from :func:`scan_files`.
+        num_points: N. opts: the adapter's options. train: random subset and augmentation, else deterministic.
+    """
+
+    def __init__(
+        self,
+        files: list[Path],
+        labels: list[int],
+        classes: list[str],
+        num_points: int,
+        opts: PointCloudOptions,
+        train: bool,
+    ) -> None:
+        self.files, self.labels, self.classes = files, labels, classes
+        self.num_points, self.opts, self.train = num_points, opts, train
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def sample(self, points: torch.Tensor) -> torch.Tensor:
+        """P×3 -> N×3: random subset (training), FPS or the first N (evaluation); repeats points when P < N."""
+        n, count = self.num_points, points.shape[0]
+        if count < n:  # fill up with the cloud's own points, drawn at random (or cyclically for evaluation)
+            extra = torch.randint(count, (n - count,)) if self.train else torch.arange(n - count) % count
+            points = torch.cat([points, points[extra]])
+        elif self.train:
+            points = points[torch.randperm(count)[:n]]
+        elif self.opts.eval_sampling == "fps":
+            points = points[farthest_point_sample(points[None], n)[0]]
+        else:
+            points = points[:n]
+        return points
+
+    def augment(self, points: torch.Tensor) -> torch.Tensor:
+        """N×3 -> N×3: rotation about the up axis (if set), per-axis scale and shift (Point-MAE)."""
+        if self.opts.rotate:
+            angle = torch.rand(()).item() * 2 * math.pi
+            c, s = math.cos(angle), math.sin(angle)
+            up = AXES[self.opts.up_axis]
+            a, b = [i for i in range(3) if i != up]
+            rotation = torch.eye(3)
+            rotation[a, a], rotation[a, b], rotation[b, a], rotation[b, b] = c, -s, s, c
+            points = points @ rotation.T
+        low, high = self.opts.scale
+        scale = low + (high - low) * torch.rand(3)
+        shift = self.opts.translate * (2 * torch.rand(3) - 1)
+        return points * scale + shift
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        points = read_points(self.files[index], self.opts.mesh_samples, self.opts.mesh_seed)
+        points = self.sample(torch.from_numpy(normalise(points)).float())
+        if self.train and self.opts.augment:
+            points = self.augment(points)
+        return points.contiguous(), self.labels[index]
+
+
+def _views(recon: dict[str, torch.Tensor], model: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample, from ``MaskedAutoencoder.reconstruct``: grouped points with masked groups at their
+    centres, the reconstruction (B×G×K×3 each) and the mask B×G (1 = masked).
+
+    ``untokenize`` adds each group's centre, so the "mask" entry is centre + (0 or 1); the centre
+    is the first point of each group in "masked" (a centre is its own nearest neighbour, and a
+    masked group is zeroed to its centre), which gives the mask back.
+    """
+    groups, group_size = _group_needs(model)
+    shape = (-1, groups, group_size, 3)
+    masked = recon["masked"].detach().float().cpu().reshape(shape)
+    centres = masked[:, :, :1]
+    mask = (recon["mask"].detach().float().cpu().reshape(shape) - centres).mean(dim=(2, 3)).round().clamp(0, 1)
+    pred = recon["reconstruction"].detach().float().cpu().reshape(shape)
+    return masked.numpy(), pred.numpy(), mask.numpy()
+
+
+def picture(recon: dict[str, torch.Tensor], model: ModelConfig, max_samples: int = 4) -> Image.Image:
+    """Rows of samples; columns input | visible groups | reconstruction (masked groups predicted, in red).
+
+    3D scatter plots through matplotlib's Agg backend, viewed from the same angle.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    visible, pred, mask = _views(recon, model)
+    inputs = recon["input"].detach().float().cpu().numpy()
+    rows = min(max_samples, inputs.shape[0])
+    fig = Figure(figsize=(9, 3 * rows), dpi=80)
+    FigureCanvasAgg(fig)
+    up = AXES[model.metadata.get("up_axis", "y")]
+    order = [i for i in range(3) if i != up] + [up]  # matplotlib's z is up
+    for r in range(rows):
+        shown = mask[r] < 0.5
+        panels = [
+            ("input", [(inputs[r], "tab:blue")]),
+            ("visible groups", [(visible[r][shown].reshape(-1, 3), "tab:gray")]),
+            (
+                "reconstruction",
+                [(visible[r][shown].reshape(-1, 3), "tab:gray"), (pred[r][~shown].reshape(-1, 3), "tab:red")],
+            ),
+        ]
+        for c, (title, clouds) in enumerate(panels):
+            ax = fig.add_subplot(rows, 3, 3 * r + c + 1, projection="3d")
+            for points, colour in clouds:
+                if len(points):
+                    p = points[:, order]
+                    ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=1.5, c=colour, depthshade=False)
+            ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_zlim(-1, 1)
+            ax.view_init(elev=20, azim=-60)
+            ax.set_axis_off()
+            if r == 0:
+                ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.canvas.draw()
+    return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+
+
+def write_ply(points: torch.Tensor | np.ndarray, path: str | Path, colours: np.ndarray | None = None) -> Path:
+    """Write P×3 points (and optional P×3 colours in [0, 1]) as a ``.ply`` through open3d."""
+    path = Path(path)
+    cloud = o3d.geometry.PointCloud()
+    array = points.detach().float().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
+    cloud.points = o3d.utility.Vector3dVector(array.reshape(-1, 3).astype(np.float64))
+    if colours is not None:
+        cloud.colors = o3d.utility.Vector3dVector(np.asarray(colours, dtype=np.float64).reshape(-1, 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not o3d.io.write_point_cloud(str(path), cloud):
+        raise OSError(f"open3d could not write {path}")
+    return path
+
+
+def write_reconstruction(recon: dict[str, torch.Tensor], model: ModelConfig, folder: str | Path) -> list[Path]:
+    """One ``.ply`` per sample: visible groups grey, predicted masked groups red."""
+    visible, pred, mask = _views(recon, model)
+    paths = []
+    for i in range(visible.shape[0]):
+        shown = mask[i] < 0.5
+        points = np.concatenate([visible[i][shown].reshape(-1, 3), pred[i][~shown].reshape(-1, 3)])
+        colours = np.zeros_like(points)
+        colours[: shown.sum() * visible.shape[2]] = 0.5
+        colours[shown.sum() * visible.shape[2] :] = [0.85, 0.1, 0.1]
+        paths.append(write_ply(points, Path(folder) / f"reconstruction_{i}.ply", colours))
+    return paths
+
+
+class PointCloudAdapter:
+    name = "pointcloud"
+
+    def __init__(self) -> None:
+        # The training and evaluation views of one folder share one scan (and one set of warnings).
+        self._scans: dict[tuple, tuple[list[Path], list[int], list[str]]] = {}
+
+    def scan(self, path: str | Path, data: DataConfig, model: ModelConfig) -> tuple[list[Path], list[int], list[str]]:
+        key = (
+            str(Path(path).resolve()),
+            data.labels,
+            data.strict,
+            repr(sorted(data.options.items())),
+            repr(sorted(model.tokenizer_options.items())),
+        )
+        if key not in self._scans:
+            self._scans[key] = scan_files(path, data, model)
+        return self._scans[key]
+
+    def dataset(self, path: str | Path, data: DataConfig, model: ModelConfig, train: bool) -> PointCloudDataset:
+        _group_needs(model)
+        num_points = _num_points(model)
+        opts = options(data)
+        files, labels, classes = self.scan(path, data, model)
+        return PointCloudDataset(files, labels, classes, num_points, opts, train)
+
+    def metadata(self, data: DataConfig, model: ModelConfig) -> dict[str, Any]:
+        opts = options(data)
+        return {"points": _num_points(model), "up_axis": opts.up_axis, "normalisation": "unit_sphere"}
+
+    def picture(self, recon: dict[str, torch.Tensor], model: ModelConfig) -> Image.Image:
+        return picture(recon, model)
+
+    def sample_path(self) -> Path | None:
+        return None
+
+
+ADAPTER = PointCloudAdapter()
