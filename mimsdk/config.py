@@ -53,11 +53,14 @@ class ModelConfig:
     decoder_heads: int = 16
     tokenizer: str = choice("patch", "patch", "point_groups", "channel_groups")
     tokenizer_options: dict[str, Any] = field(default_factory=dict)  # checked by the tokenizer named above
-    masker: str = choice("random", "random", "tube", "block")
+    masker: str = choice("random", "random", "tube", "block", "colored", "hpm")
+    masker_options: dict[str, Any] = field(default_factory=dict)  # the masker's own arguments (block sizes, color)
     mask_ratio: float = 0.75
     decoder_fraction: float = 1.0  # share of the masked tokens the decoder predicts (CrossMAE, VideoMAE V2)
     decoder_masking: str = choice("random", "random", "running_cell")  # which of them, when fraction < 1
-    target: str = choice("norm_pix", "norm_pix", "pixels", "chamfer", "chamfer_l1")
+    target: str = choice(
+        "norm_pix", "norm_pix", "pixels", "pixels_l1", "frequency", "hog", "ema_latent", "chamfer", "chamfer_l1"
+    )
     pos_embed: str = choice("sincos", "sincos", "learned")
     modality: str = "images"
     metadata: dict[str, Any] = field(default_factory=dict)  # adapter facts: channel names, normalisation, ...

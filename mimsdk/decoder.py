@@ -49,10 +49,14 @@ class Decoder(nn.Module):
         keep: torch.Tensor | None = None,
         decode: torch.Tensor | None = None,
         where: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        with_hidden: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Predictions B×L×P' (B×Ld×P' when ``decode`` is given); with ``with_hidden``, also the
+        normalised last hidden state of the same tokens (for HPM's loss predictor)."""
         x = self.embed(latent)  # B×(1+Lv)×Dd
         if decode is not None:
-            return self._forward_partial(x, keep, decode, where)
+            hidden = self._forward_partial(x, keep, decode, where)
+            return (self.pred(hidden), hidden) if with_hidden else self.pred(hidden)
         b, num_tokens = restore.shape
         num_masked = num_tokens + 1 - x.shape[1]
         mask_tokens = self.mask_token.expand(b, num_masked, -1)
@@ -62,12 +66,13 @@ class Decoder(nn.Module):
         x = torch.cat([x[:, :1], x_], dim=1)  # B×(1+L)×Dd
         for block in self.blocks:
             x = block(x)
-        return self.pred(self.norm(x))[:, 1:]  # B×L×P'
+        hidden = self.norm(x)[:, 1:]
+        return (self.pred(hidden), hidden) if with_hidden else self.pred(hidden)  # B×L×P'
 
     def _forward_partial(
         self, x: torch.Tensor, keep: torch.Tensor, decode: torch.Tensor, where: torch.Tensor | None
     ) -> torch.Tensor:
-        """x B×(1+Lv)×Dd, keep B×Lv, decode B×Ld -> B×Ld×P'.
+        """x B×(1+Lv)×Dd, keep B×Lv, decode B×Ld -> hidden state B×Ld×Dd of the decoded tokens.
 
         Attention cost falls with the square of the tokens left out, which is
         where partial decoding's speed comes from.
@@ -79,4 +84,4 @@ class Decoder(nn.Module):
         x = torch.cat([x[:, :1], visible, queries], dim=1)  # B×(1+Lv+Ld)×Dd
         for block in self.blocks:
             x = block(x)
-        return self.pred(self.norm(x[:, -decode.shape[1] :]))
+        return self.norm(x[:, -decode.shape[1] :])

@@ -13,6 +13,7 @@ band groups for multispectral), "block" masks rectangles on the last two axes.
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from collections.abc import Sequence
@@ -202,16 +203,6 @@ class BlockMasker(RandomMasker):
         return noise.to(device if device is not None else _device_of(generator, device))
 
 
-MASKERS = {"random": RandomMasker, "tube": TubeMasker, "block": BlockMasker}
-
-
-def build_masker(name: str, ratio: float, grid_size: Sequence[int] | None = None) -> RandomMasker:
-    """A masker by its recipe name (``model.masker``), for a token grid of ``grid_size``."""
-    if name not in MASKERS:
-        raise ValueError(f"unknown masker {name!r}; expected one of {sorted(MASKERS)}")
-    return MASKERS[name](ratio, grid_size)
-
-
 def decoder_selection(mask: torch.Tensor, num_decode: int, priority: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Which masked tokens the decoder predicts (partial decoding, CrossMAE / VideoMAE V2).
 
@@ -237,3 +228,110 @@ def running_cell_priority(grid_size: Sequence[int], noise: torch.Tensor) -> torc
     cell = (coords[:, -2] % 2) * 2 + (coords[:, -1] % 2)
     shift = coords[:, 0] if len(grid_size) > 2 else torch.zeros_like(cell)
     return ((cell + shift) % 4).float()[None] + noise
+
+
+class ColoredNoiseMasker(RandomMasker):
+    """Data-independent filtered-noise masks after ColorMAE (Hinojosa et al. 2024).
+
+    White noise on the token grid is filtered in the frequency domain, then cut at
+    the ratio like any noise, so the masked count is exact:
+
+    - ``white``: unfiltered (random masking);
+    - ``red``: low-pass, masks in large blobs;
+    - ``blue``: high-pass, masks finely scattered, few neighbours masked together;
+    - ``green``: band-pass, blobs of a middle size.
+
+    Args:
+        ratio: fraction masked. grid_size: the token grid (any number of axes).
+        color: one of the above. cutoff: the filters' scale, in cycles per token (0 to 0.5).
+    """
+
+    name = "colored"
+    COLORS = ("white", "red", "blue", "green")
+
+    def __init__(
+        self, ratio: float, grid_size: Sequence[int] | None = None, color: str = "red", cutoff: float = 0.1
+    ) -> None:
+        super().__init__(ratio, grid_size)
+        if color not in self.COLORS:
+            raise ValueError(f"model.masker_options.color: {color!r}; expected one of {', '.join(self.COLORS)}")
+        if self.grid_size is None:
+            raise ValueError("colored-noise masking needs the token grid")
+        self.color, self.cutoff = color, cutoff
+
+    def response(self) -> torch.Tensor:
+        """The filter's gain at each frequency of the grid: S1×...×Sn."""
+        freqs = torch.meshgrid(*[torch.fft.fftfreq(n) for n in self.grid_size], indexing="ij")
+        radius = torch.sqrt(sum(f**2 for f in freqs))
+        low = torch.exp(-0.5 * (radius / self.cutoff) ** 2)
+        if self.color == "red":
+            return low
+        if self.color == "blue":
+            return 1.0 - low
+        if self.color == "green":
+            return torch.exp(-0.5 * ((radius - 2.0 * self.cutoff) / self.cutoff) ** 2)
+        return torch.ones_like(radius)
+
+    def noise(self, batch, num_tokens, generator=None, device=None) -> torch.Tensor:
+        white = torch.randn(batch, *self.grid_size, generator=generator, device=_device_of(generator, device))
+        axes = tuple(range(1, 1 + len(self.grid_size)))
+        spectrum = torch.fft.fftn(white, dim=axes) * self.response().to(white.device)
+        noise = torch.fft.ifftn(spectrum, dim=axes).real.reshape(batch, num_tokens)
+        return noise.to(device) if device is not None else noise
+
+
+class HardPatchMasker(RandomMasker):
+    """Masks the tokens a learned predictor expects to be hardest, after HPM (Wang et al. 2023).
+
+    The model's loss predictor scores every token; a share of the masked tokens
+    rising linearly from 0 to ``alpha`` over training (easy to hard) is taken
+    from the highest scores, the rest at random. ``weight`` scales the
+    predictor's ranking loss in the total loss.
+    """
+
+    name = "hpm"
+
+    def __init__(self, ratio: float, grid_size: Sequence[int] | None = None, alpha: float = 0.5, weight: float = 1.0):
+        super().__init__(ratio, grid_size)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"model.masker_options.alpha must be in [0, 1], got {alpha}")
+        self.alpha, self.weight = alpha, weight
+
+    def num_hard(self, num_tokens: int, progress: float) -> int:
+        return round(self.alpha * min(1.0, max(0.0, progress)) * (num_tokens - self.num_visible(num_tokens)))
+
+    def harden(self, noise: torch.Tensor, difficulty: torch.Tensor, progress: float) -> torch.Tensor:
+        """noise B×L, difficulty B×L -> noise whose top ``num_hard`` difficulties sort last (masked)."""
+        hard = self.num_hard(noise.shape[1], progress)
+        if hard == 0:
+            return noise
+        top = torch.topk(difficulty, hard, dim=1).indices
+        return noise.scatter(1, top, 2.0 + torch.gather(noise, 1, top))
+
+
+MASKERS = {
+    "random": RandomMasker,
+    "tube": TubeMasker,
+    "block": BlockMasker,
+    "colored": ColoredNoiseMasker,
+    "hpm": HardPatchMasker,
+}
+
+
+def build_masker(
+    name: str, ratio: float, grid_size: Sequence[int] | None = None, options: dict | None = None
+) -> RandomMasker:
+    """A masker by its recipe name (``model.masker``), for a token grid of ``grid_size``.
+
+    ``options`` (``model.masker_options``) are the masker's own keyword arguments.
+    """
+    if name not in MASKERS:
+        raise ValueError(f"unknown masker {name!r}; expected one of {sorted(MASKERS)}")
+    cls = MASKERS[name]
+    allowed = [p for p in inspect.signature(cls).parameters if p not in ("ratio", "grid_size")]
+    for key in options or {}:
+        if key not in allowed:
+            raise ValueError(
+                f"unknown key model.masker_options.{key} for the {name} masker; allowed: {', '.join(allowed) or 'none'}"
+            )
+    return cls(ratio, grid_size, **(options or {}))

@@ -22,9 +22,11 @@ from torch import nn
 from mimsdk.config import ModelConfig
 from mimsdk.decoder import Decoder
 from mimsdk.encoder import Encoder
+from mimsdk.hard_patches import LossPredictor, ranking_loss
 from mimsdk.hub.mixin import HubMixin
-from mimsdk.masker import Mask, build_masker, decoder_selection, running_cell_priority
+from mimsdk.masker import HardPatchMasker, Mask, build_masker, decoder_selection, running_cell_priority
 from mimsdk.target import build_target
+from mimsdk.teacher import EMATeacher
 from mimsdk.tokenizer import Tokens, build_tokenizer
 
 
@@ -39,6 +41,9 @@ class MAEOutput:
     pred: torch.Tensor
     mask: torch.Tensor
     decoded: torch.Tensor | None = None  # B×L, 1 where the loss counted a prediction; None: every masked token
+    ranking_loss: torch.Tensor | None = None  # HPM's loss-predictor term, already inside ``loss``
+    difficulty: torch.Tensor | None = None  # HPM: predicted difficulty of the scored tokens (B×L, or B×Ld)
+    token_loss: torch.Tensor | None = None  # HPM: their true reconstruction loss, same shape
 
 
 class MaskedAutoencoder(
@@ -59,24 +64,27 @@ class MaskedAutoencoder(
         dim, depth, heads = config.width
         self.tokenizer = build_tokenizer(config, dim)
         self.pos = self.tokenizer.position(dim, config.pos_embed)
-        self.masker = build_masker(config.masker, config.mask_ratio, self.tokenizer.grid_size)
+        self.masker = build_masker(config.masker, config.mask_ratio, self.tokenizer.grid_size, config.masker_options)
         if not 0.0 < config.decoder_fraction <= 1.0:
             raise ValueError(f"model.decoder_fraction must be in (0, 1], got {config.decoder_fraction}")
         num_masked = self.num_tokens - self.masker.num_visible(self.num_tokens)
         self.num_decode = max(1, round(num_masked * config.decoder_fraction))
         self.partial = self.num_decode < num_masked
         self.encoder = Encoder(dim, depth, heads, config.mlp_ratio, config.drop_path)
-        self.target = build_target(config.target)
+        self.target = build_target(config.target, self.tokenizer, dim)
         self.decoder = Decoder(
             dim,
             config.decoder_dim,
             config.decoder_depth,
             config.decoder_heads,
-            self.tokenizer.patch_dim,
+            self.target.dim(self.tokenizer.patch_dim),
             self.tokenizer.position(config.decoder_dim, config.pos_embed),
             config.mlp_ratio,
         )
+        self.loss_predictor = LossPredictor(config.decoder_dim) if isinstance(self.masker, HardPatchMasker) else None
+        self.progress = 0.0  # share of training done, set by the trainer: HPM's schedule, the teacher's momentum
         self.reset_parameters()
+        self.teacher = EMATeacher(self.tokenizer, self.pos, self.encoder) if config.target == "ema_latent" else None
 
     @property
     def num_tokens(self) -> int:
@@ -98,6 +106,11 @@ class MaskedAutoencoder(
     def no_weight_decay(self) -> set[str]:
         """Parameter names exempt from weight decay besides norms and biases."""
         return {name for name, _ in self.named_parameters() if name.endswith(("cls_token", "mask_token", "pos.table"))}
+
+    def after_step(self) -> None:
+        """Called by the trainer after each optimiser step: the EMA teacher follows the student."""
+        if self.teacher is not None:
+            self.teacher.update([self.tokenizer, self.pos, self.encoder], self.progress)
 
     # -- the steps -----------------------------------------------------------
 
@@ -141,33 +154,57 @@ class MaskedAutoencoder(
         ``noise`` (B×L) fixes the mask (lowest noise kept); otherwise it is drawn
         from ``generator``. Under partial decoding ``decoder_noise`` (B×L uniform)
         fixes which masked tokens are predicted; ``decode_all`` predicts them all
-        (evaluation, pictures). ``spacing``: see :meth:`tokenize`.
+        (evaluation, pictures). ``spacing`` reaches tokenizers that take it.
         """
         tok = self.tokenize(x, spacing)
         patches, weights = tok.patches, tok.weights  # B×L×P
         tokens = self.embed(patches, tok.where)  # B×L×D
         b = x.shape[0]
+        if self.loss_predictor is not None:
+            if noise is None:
+                noise = self.masker.noise(b, self.num_tokens, generator, tokens.device)
+            noise = self.masker.harden(noise, self.predicted_difficulty(tokens, tok.where), self.progress)
         mask = self.make_mask(b, noise, generator)
         visible = torch.gather(tokens, 1, mask.keep[..., None].expand(-1, -1, tokens.shape[2]))  # B×Lv×D
         latent = self.encoder(visible)  # B×(1+Lv)×D
-        target = self.target(patches, weights)
+        target = self.teacher(patches, tok.where) if self.teacher is not None else self.target(patches, weights)
+        if weights is not None and not self.target.per_value:
+            # A target that is not per value (HOG, latents) cannot skip single values: skip tokens with none.
+            mask = Mask(mask.keep, mask.restore, mask.mask * (weights.sum(-1) > 0))
+            weights = None
         if not self.partial or decode_all:
-            pred = self.decoder(latent, mask.restore, where=tok.where)  # B×L×P'
+            pred, hidden = self.decoder(latent, mask.restore, where=tok.where, with_hidden=True)  # B×L×P'
             loss = self.target.loss(pred, target, mask.mask, weights)
-            return MAEOutput(loss=loss, pred=pred, mask=mask.mask)
-        if decoder_noise is None:
-            decoder_noise = torch.rand(b, self.num_tokens, generator=generator, device=tokens.device)
-        decode, decoded = decoder_selection(mask.mask, self.num_decode, self.decoder_priority(decoder_noise))
-        part = self.decoder(latent, mask.restore, mask.keep, decode, tok.where)  # B×Ld×P'
-        index = decode[..., None].expand(-1, -1, part.shape[2])
-        loss = self.target.loss(
-            part,
-            torch.gather(target, 1, index),
-            torch.ones_like(decode, dtype=part.dtype),
-            None if weights is None else torch.gather(weights, 1, index),
-        )
-        pred = torch.zeros(b, self.num_tokens, part.shape[2], dtype=part.dtype, device=part.device)
-        return MAEOutput(loss=loss, pred=pred.scatter(1, index, part), mask=mask.mask, decoded=decoded)
+            out = MAEOutput(loss=loss, pred=pred, mask=mask.mask)
+            scored, scored_target, scored_mask = pred, target, mask.mask
+        else:
+            if decoder_noise is None:
+                decoder_noise = torch.rand(b, self.num_tokens, generator=generator, device=tokens.device)
+            decode, decoded = decoder_selection(mask.mask, self.num_decode, self.decoder_priority(decoder_noise))
+            part, hidden = self.decoder(latent, mask.restore, mask.keep, decode, tok.where, with_hidden=True)
+            index = decode[..., None].expand(-1, -1, part.shape[2])
+            scored, scored_target = part, torch.gather(target, 1, index)
+            scored_mask = torch.ones_like(decode, dtype=part.dtype)
+            if weights is not None:
+                weights = torch.gather(weights, 1, decode[..., None].expand(-1, -1, weights.shape[2]))
+            loss = self.target.loss(part, scored_target, scored_mask, weights)
+            pred = torch.zeros(b, self.num_tokens, part.shape[2], dtype=part.dtype, device=part.device)
+            out = MAEOutput(loss=loss, pred=pred.scatter(1, index, part), mask=mask.mask, decoded=decoded)
+        if self.loss_predictor is not None:
+            out.token_loss = ((scored.detach().float() - scored_target.float()) ** 2).mean(-1)  # B×L or B×Ld
+            score = self.loss_predictor(hidden)
+            out.ranking_loss = ranking_loss(score, out.token_loss, scored_mask)
+            out.loss = out.loss + self.masker.weight * out.ranking_loss
+            out.difficulty = score.detach()
+        return out
+
+    @torch.no_grad()
+    def predicted_difficulty(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """HPM: the loss predictor's score for every token, all tokens visible: B×L×D -> B×L."""
+        latent = self.encoder(tokens)
+        identity = torch.arange(self.num_tokens, device=tokens.device).expand(tokens.shape[0], -1)
+        _, hidden = self.decoder(latent, identity, where=where, with_hidden=True)
+        return self.loss_predictor(hidden)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, spacing: float | torch.Tensor | None = None) -> torch.Tensor:
@@ -201,7 +238,10 @@ class MaskedAutoencoder(
         out = self.forward(x, noise=noise, generator=generator, decode_all=True, spacing=spacing)
         tok = self.tokenize(x, spacing)
         patches, where = tok.patches, tok.where
-        pred = self.target.to_pixels(out.pred.float(), patches.float(), tok.weights)
+        if self.target.pixels:
+            pred = self.target.to_pixels(out.pred.float(), patches.float(), tok.weights)
+        else:  # features (HOG, latents) have no pixels to draw: masked tokens show mid-grey
+            pred = torch.full_like(patches, 0.5)
         mask = out.mask[..., None]
         return {
             "input": x,

@@ -358,6 +358,7 @@ class Trainer:
             started = time.perf_counter()
             lr = lr_at(self.step, self.peak_lr, t.min_lr, self.warmup_steps, self.total_steps)
             set_lr(self.optimizer, lr)
+            self.model.progress = self.step / self.total_steps
             loss_sum = torch.zeros((), device=self.device)
             for a in range(t.accum_steps):
                 micro = self.step * t.accum_steps + a
@@ -376,6 +377,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
+            self.model.after_step()
             loss = mean_across(loss_sum / t.accum_steps, self.procs).item()
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {self.step}; lower train.lr or check the data")

@@ -96,3 +96,38 @@ def test_running_cell_pattern_shifts_over_time():
     for t in range(4):
         assert sorted(priority[t].flatten().tolist()) == [0, 1, 2, 3]
         assert torch.equal(priority[t], (priority[0] + t) % 4)
+
+
+def _low_frequency_share(masks: torch.Tensor) -> float:
+    """Share of the masks' spectral energy (mean removed) within radius 0.15 cycles/token."""
+    grid = masks.shape[-2:]
+    fy, fx = torch.meshgrid(*[torch.fft.fftfreq(n) for n in grid], indexing="ij")
+    low = (fy**2 + fx**2).sqrt() <= 0.15
+    energy = torch.fft.fft2(masks - masks.mean(dim=(-2, -1), keepdim=True)).abs() ** 2
+    return float(energy[..., low].sum() / energy.sum())
+
+
+@pytest.mark.parametrize("color", ["white", "red", "blue", "green"])
+def test_colored_masks_keep_the_exact_ratio(color):
+    masker = build_masker("colored", 0.75, (14, 14), {"color": color})
+    m = masker(masker.noise(6, 196, torch.Generator().manual_seed(0)))
+    assert torch.all(m.mask.sum(1) == 196 - round(196 * 0.25))
+
+
+def test_colored_masks_have_the_intended_spectrum():
+    gen = torch.Generator().manual_seed(0)
+    shares = {}
+    for color in ["white", "red", "blue", "green"]:
+        masker = build_masker("colored", 0.5, (14, 14), {"color": color})
+        shares[color] = _low_frequency_share(masker(masker.noise(64, 196, gen)).mask.reshape(64, 14, 14))
+    # low-pass masks put more energy at low frequencies than random ones, high-pass less
+    assert shares["red"] > 2 * shares["white"], shares
+    assert shares["blue"] < 0.5 * shares["white"], shares
+    assert shares["blue"] < shares["green"] < shares["red"], shares
+
+
+def test_masker_options_are_checked():
+    with pytest.raises(ValueError, match="unknown key model.masker_options.colour for the colored masker"):
+        build_masker("colored", 0.5, (14, 14), {"colour": "red"})
+    with pytest.raises(ValueError, match="model.masker_options.color: 'pink'"):
+        build_masker("colored", 0.5, (14, 14), {"color": "pink"})
