@@ -166,6 +166,8 @@ class Scene:
     height: int
     width: int
     spacing: float
+    crs: Any = None  # rasterio CRS of the grid
+    transform: Any = None  # affine pixel -> map transform of the grid
     label: int = -1
 
 
@@ -214,13 +216,14 @@ def pick_bands(have: Sequence[str], want: Sequence[str], select: bool, what: str
     return [have.index(b) for b in want]
 
 
-def open_stack(path: Path, opts: MultispectralOptions, bands: list[str]) -> tuple[Source, int, int, float]:
-    """A stack file's Source for ``bands`` and its height, width and pixel size; DataError if unusable."""
+def open_stack(path: Path, opts: MultispectralOptions, bands: list[str]) -> Scene:
+    """A one-date scene of a stack file's ``bands``; DataError if unusable."""
     try:
         with rasterio.open(path) as ds:
             names = band_names(ds, path, opts, bands)
             picked = pick_bands(names, bands, opts.select_bands, str(path))
-            return Source(path, [i + 1 for i in picked], list(range(len(bands))), 1.0), ds.height, ds.width, ds.res[0]
+            source = Source(path, [i + 1 for i in picked], list(range(len(bands))), 1.0)
+            return Scene(path, [[source]], ds.height, ds.width, ds.res[0], ds.crs, ds.transform)
     except RasterioError as err:
         raise DataError(f"{path}: {_reason(err)}") from err
 
@@ -231,18 +234,18 @@ def band_file_scene(folder: Path, files: list[Path], bands: list[str]) -> Scene:
     missing = [b for b in bands if b not in by_band]
     if missing:
         raise DataError(f"{folder} has no file for bands {', '.join(missing)} (expected *_<band>.tif for each)")
-    shapes = {}
+    grids = {}
     for band in bands:
         try:
             with rasterio.open(by_band[band]) as ds:
                 if ds.count != 1:
                     raise DataError(f"{by_band[band]} has {ds.count} bands; a band file holds one ({band})")
-                shapes[band] = (ds.height, ds.width, ds.res[0])
+                grids[band] = (ds.width, ds.height, ds.res[0], ds.crs, ds.transform)
         except RasterioError as err:
             raise DataError(f"{by_band[band]}: {_reason(err)}") from err
-    height, width, res = max(shapes.values())
-    sources = [Source(by_band[b], [1], [i], shapes[b][1] / width) for i, b in enumerate(bands)]
-    return Scene(folder, [sources], height, width, res)
+    width, height, res, crs, transform = max(grids.values(), key=lambda g: g[0])
+    sources = [Source(by_band[b], [1], [i], grids[b][0] / width) for i, b in enumerate(bands)]
+    return Scene(folder, [sources], height, width, res, crs, transform)
 
 
 def _tiffs(root: Path) -> list[Path]:
@@ -274,11 +277,12 @@ def find_scenes(root: Path, opts: MultispectralOptions, bands: list[str], frames
             if opts.layout == "series" and len(members) < frames:
                 raise DataError(f"{key} holds {len(members)} dates (GeoTIFFs); model.input_size asks for {frames}")
             dates = [open_stack(f, opts, bands) for f in members[:frames]]
-            sizes = {(h, w) for _, h, w, _ in dates}
+            sizes = {(d.height, d.width) for d in dates}
             if len(sizes) > 1:
                 raise DataError(f"{key}: its dates differ in size {sorted(sizes)}; a series needs one grid")
-            _, h, w, res = dates[0]
-            scenes.append(Scene(key, [[s] for s, *_ in dates], h, w, res))
+            first = dates[0]
+            first.path, first.dates = key, [d.dates[0] for d in dates]
+            scenes.append(first)
         except DataError as err:
             if strict:
                 raise
