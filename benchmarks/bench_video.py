@@ -120,19 +120,15 @@ def time_in_process(dataset: SeededDataset, clips: int, start: int) -> float:
     return clips / (time.perf_counter() - began)
 
 
-def loader_rate(dataset: SeededDataset, batch: int, workers: int, batches: int) -> float:
-    """Clips/s through a DataLoader after its first batch (worker start-up is left out)."""
-    keys = [(0, i % len(dataset)) for i in range(batch * (batches + 1))]
-    loader = DataLoader(dataset, batch_size=batch, sampler=keys, num_workers=workers,
-                        prefetch_factor=4 if workers else None)  # fmt: skip
-    it = iter(loader)
-    next(it)
+def loader_rate(dataset: SeededDataset, batch: int, workers: int, batches: int, start: int) -> float:
+    """Clips/s through a DataLoader, worker start-up included (with prefetching, timing after a
+    first batch would only time the queue)."""
+    keys = [(0, i % len(dataset)) for i in range(start, start + batch * batches)]
     began = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    rate = batch * batches / (time.perf_counter() - began)
-    del it
-    return rate
+    loader = DataLoader(dataset, batch_size=batch, sampler=keys, num_workers=workers)
+    for _ in loader:
+        pass
+    return batch * batches / (time.perf_counter() - began)
 
 
 def decoding(args: argparse.Namespace, model: ModelConfig, short_side: int) -> dict[str, float]:
@@ -144,14 +140,14 @@ def decoding(args: argparse.Namespace, model: ModelConfig, short_side: int) -> d
         for threads in (1, 2)
     }
     rates: dict[str, list[float]] = {}
-    batches = max(1, args.clips // args.batch)
+    batches = max(2, -(-args.clips // args.batch))
     for r in range(args.rounds):
         names = [1, 2] if r % 2 == 0 else [2, 1]
         for threads in names:
             rate = time_in_process(sets[threads], args.clips, start=r * args.clips)
             rates.setdefault(f"decord threads={threads}, in process", []).append(rate)
         for workers in [0, 2] if r % 2 == 0 else [2, 0]:
-            rate = loader_rate(sets[1], args.batch, workers, batches)
+            rate = loader_rate(sets[1], args.batch, workers, batches, start=r * args.batch * batches)
             rates.setdefault(f"DataLoader workers={workers} (1 decord thread)", []).append(rate)
     return {name: statistics.median(values) for name, values in rates.items()}
 
