@@ -53,6 +53,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import timm
 import torch
@@ -124,6 +125,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--decoder-fractions",
+        default="",
+        help="comma-separated shares of the masked tokens decoded (partial decoding), each timed as one more contender",
+    )
+    parser.add_argument(
         "--min-cpu-share",
         type=float,
         default=0.85,
@@ -191,8 +197,11 @@ def model_skip(model: nn.Module) -> set[str]:
     return {name for name, _ in model.named_parameters() if name.endswith(("cls_token", "mask_token"))}
 
 
-def build(size: str, device: torch.device, full_encoding: bool, seed: int) -> list[Contender]:
-    """mimsdk (mask 0.75), transformers ViTMAE with the same weights, and optionally mimsdk with mask 0.0."""
+def build(
+    size: str, device: torch.device, full_encoding: bool, seed: int, fractions: tuple[float, ...] = ()
+) -> list[Contender]:
+    """mimsdk (mask 0.75), transformers ViTMAE with the same weights, optionally mimsdk with mask 0.0,
+    and mimsdk decoding only each of ``fractions`` of the masked tokens (partial decoding)."""
     common = {"size": size, "input_size": [IMAGE_SIZE, IMAGE_SIZE], "patch_size": PATCH_SIZE, "target": "norm_pix"}
     torch.manual_seed(seed)
     mim = create_model(**common, **DECODER, mask_ratio=MASK_RATIO)
@@ -205,11 +214,21 @@ def build(size: str, device: torch.device, full_encoding: bool, seed: int) -> li
         full = create_model(**common, **DECODER, mask_ratio=0.0)
         full.load_state_dict(mim.state_dict())
         models.append(("mimsdk, mask 0 (all tokens encoded)", full, lambda x, noise: full(x, noise=noise).loss))
+    for fraction in fractions:
+        part = create_model(**common, **DECODER, mask_ratio=MASK_RATIO, decoder_fraction=fraction)
+        part.load_state_dict(mim.state_dict())
+        models.append((f"mimsdk, {fraction:.0%} of masked decoded", part, partial(_partial_loss, part)))
     contenders = []
     for name, model, loss_fn in models:
         model.to(device).train()
         contenders.append(Contender(name, model, loss_fn, make_optimizer(model)))
     return contenders
+
+
+def _partial_loss(model: nn.Module, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    # The decoded subset is fixed like the mask, so every round times the same work.
+    decoder_noise = torch.rand(noise.shape, generator=torch.Generator().manual_seed(1)).to(noise.device)
+    return model(x, noise=noise, decoder_noise=decoder_noise).loss
 
 
 def check_losses(contenders: list[Contender], x: torch.Tensor, noise: torch.Tensor) -> str:
@@ -220,7 +239,8 @@ def check_losses(contenders: list[Contender], x: torch.Tensor, noise: torch.Tens
 
 
 def bench_size(size: str, args: argparse.Namespace, device: torch.device, stats: RoundStats) -> list[Contender]:
-    contenders = build(size, device, args.full_encoding, args.seed)
+    fractions = tuple(float(f) for f in args.decoder_fractions.split(",") if f)
+    contenders = build(size, device, args.full_encoding, args.seed, fractions)
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen).to(device)
     num_tokens = (IMAGE_SIZE // PATCH_SIZE) ** 2
@@ -329,11 +349,20 @@ def main(argv: list[str] | None = None) -> None:
         head = "| size | mask 0.75 images/s | mask 0.0 images/s | speed-up (median / best) |"
         print(head + (" peak step MiB 0.75 / 0.0 |" if cuda else ""))
         print("| --- | ---: | ---: | ---: |" + (" ---: |" if cuda else ""))
-        for size, (mim, _, full) in results.items():
+        for size, (mim, _, full, *_) in results.items():
             row = f"| {size} | {statistics.median(mim.rates):.1f} | {statistics.median(full.rates):.1f} | "
             row += f"{ratio_median(mim, full):.2f}x / {max(mim.rates) / max(full.rates):.2f}x |"
             if cuda:
                 row += f" {mim.peak_mib:.0f} / {full.peak_mib:.0f} |"
+            print(row)
+    partial_rows = [(size, cs[0], cs[1], c) for size, cs in results.items() for c in cs if "decoded" in c.name]
+    if partial_rows:
+        print("\nPartial decoding: the decoder predicts only a share of the masked tokens (same weights, mask 0.75):\n")
+        print("| size | contender | images/s (median) | vs mimsdk decoding all (median / best) | vs transformers |")
+        print("| --- | --- | ---: | ---: | ---: |")
+        for size, mim, hf, c in partial_rows:
+            row = f"| {size} | {c.name} | {statistics.median(c.rates):.1f} | "
+            row += f"{ratio_median(c, mim):.2f}x / {max(c.rates) / max(mim.rates):.2f}x | {ratio_median(c, hf):.2f}x |"
             print(row)
     if not cuda:
         print(

@@ -113,7 +113,8 @@ class HOGTarget:
 
     Gradients are central differences over the whole image (zero on its border),
     orientations unsigned in [0, 180) cast into ``bins`` equal bins, magnitudes
-    averaged per ``cell``×``cell`` cell and each cell's histogram L2-normalised;
+    averaged per ``cell``×``cell`` cell (8 pixels, or the patch's side when that
+    is not a multiple of 8) and each cell's histogram L2-normalised;
     per channel. This is scikit-image's ``hog(..., cells_per_block=(1, 1),
     block_norm="L2")`` with MaskFeat's defaults (9 bins, 8-pixel cells).
 
@@ -125,11 +126,12 @@ class HOGTarget:
     name = "hog"
 
     def __init__(self, tokenizer: Any, bins: int = 9, cell: int = 8, eps: float = 1e-5) -> None:
-        if getattr(tokenizer, "ndim", None) != 2 or any(p % cell for p in tokenizer.patch_size):
+        if getattr(tokenizer, "ndim", None) != 2 or len(set(tokenizer.patch_size)) != 1:
             raise ValueError(
-                f"the hog target needs 2D patches divisible into {cell}-pixel cells; got patch size "
-                f"{getattr(tokenizer, 'patch_size', None)}"
+                f"the hog target needs square 2D patches; got patch size {getattr(tokenizer, 'patch_size', None)}"
             )
+        # MaskFeat's 8-pixel cells where the patch holds whole cells; smaller patches are one cell each.
+        cell = math.gcd(cell, tokenizer.patch_size[0])
         self.tokenizer, self.bins, self.cell, self.eps = tokenizer, bins, cell, eps
         self.cells = tuple(p // cell for p in tokenizer.patch_size)
 

@@ -32,9 +32,10 @@ def test_hog_target_matches_scikit_image(tiny_kwargs, seed):
     assert torch.allclose(ours, ref, atol=1e-4), (ours - ref).abs().max()
 
 
-def test_hog_target_refuses_patches_that_do_not_hold_whole_cells(tiny_kwargs):
-    with pytest.raises(ValueError, match="hog target needs 2D patches divisible into 8-pixel cells"):
-        create_model(**tiny_kwargs, target="hog")  # patch 4
+def test_hog_target_cells_fit_the_patch_and_non_square_patches_are_refused(tiny_kwargs):
+    assert create_model(**tiny_kwargs, target="hog").target.cell == 4  # patch 4: one 4-pixel cell per patch
+    with pytest.raises(ValueError, match="hog target needs square 2D patches"):
+        create_model(**{**tiny_kwargs, "patch_size": [4, 8]}, target="hog")
 
 
 def test_frequency_target_is_an_orthonormal_spectrum_per_patch():
@@ -57,8 +58,7 @@ def test_l1_pixel_target_scores_absolute_error():
 
 @pytest.mark.parametrize("name", ["pixels_l1", "frequency", "hog", "ema_latent"])
 def test_every_target_trains_through_the_model(tiny_kwargs, name):
-    kwargs = {**tiny_kwargs, "patch_size": 8} if name == "hog" else tiny_kwargs
-    model = create_model(**kwargs, target=name)
+    model = create_model(**tiny_kwargs, target=name)
     x = torch.rand(2, 3, 32, 32)
     out = model(x, generator=torch.Generator().manual_seed(0))
     out.loss.backward()
