@@ -3,6 +3,7 @@
 Files, read through open3d:
 
 - ``.ply``, ``.pcd``, ``.xyz``, ``.xyzn``, ``.xyzrgb``, ``.pts``: point clouds (``o3d.io.read_point_cloud``);
+- ``.npy``: a P×3 (or wider, xyz first) array, as Point-MAE's ShapeNet-55 release ships its clouds;
 - ``.txt``: ModelNet's ``x,y,z,nx,ny,nz`` rows. open3d's ``xyz`` reader wants spaces and reads
   comma-separated rows as zero points, so these are parsed with numpy (commas or spaces, the
   first three columns) and kept as an ``o3d.geometry.PointCloud`` like the others;
@@ -44,8 +45,9 @@ from mimsdk.point_tokenizer import PointGroupOptions, farthest_point_sample
 
 CLOUD_SUFFIXES = (".ply", ".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts")
 TEXT_SUFFIXES = (".txt",)
+ARRAY_SUFFIXES = (".npy",)
 MESH_SUFFIXES = (".off", ".obj", ".stl")
-SUFFIXES = CLOUD_SUFFIXES + TEXT_SUFFIXES + MESH_SUFFIXES
+SUFFIXES = CLOUD_SUFFIXES + TEXT_SUFFIXES + ARRAY_SUFFIXES + MESH_SUFFIXES
 AXES = {"x": 0, "y": 1, "z": 2}
 
 
@@ -79,13 +81,23 @@ def options(data: DataConfig) -> PointCloudOptions:
     return opts
 
 
-def _read_text(path: Path) -> o3d.geometry.PointCloud:
-    with path.open() as f:
-        first = next((line for line in f if line.strip()), "")
-    try:
-        array = np.loadtxt(path, delimiter="," if "," in first else None, ndmin=2, dtype=np.float64)
-    except ValueError as err:
-        raise DataError(f"{path}: not rows of numbers ({err})") from err
+def _read_array(path: Path) -> o3d.geometry.PointCloud:
+    """A comma- or space-separated text file, or a ``.npy`` array: rows of x, y, z (more columns ignored)."""
+    if path.suffix.lower() in ARRAY_SUFFIXES:
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise DataError(f"{path}: not a numpy array file ({err})") from err
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+            raise DataError(f"{path}: a {array.dtype} array of shape {array.shape}; expected numbers, P×3 or wider")
+        array = array.astype(np.float64)
+    else:
+        with path.open() as f:
+            first = next((line for line in f if line.strip()), "")
+        try:
+            array = np.loadtxt(path, delimiter="," if "," in first else None, ndmin=2, dtype=np.float64)
+        except ValueError as err:
+            raise DataError(f"{path}: not rows of numbers ({err})") from err
     if array.size and array.shape[1] < 3:
         raise DataError(f"{path}: rows have {array.shape[1]} columns; expected at least x, y, z")
     cloud = o3d.geometry.PointCloud()
@@ -106,8 +118,8 @@ def read_points(path: str | Path, mesh_samples: int = 8192, mesh_seed: int = 0) 
         raise DataError(f"{path}: empty file")
     # open3d reports a failed read as a warning on stderr and an empty result: silence it, check the result.
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
-        if suffix in TEXT_SUFFIXES:
-            cloud = _read_text(path)
+        if suffix in TEXT_SUFFIXES + ARRAY_SUFFIXES:
+            cloud = _read_array(path)
         elif suffix in MESH_SUFFIXES:
             mesh = o3d.io.read_triangle_mesh(str(path))
             if len(mesh.triangles) == 0:

@@ -127,6 +127,8 @@ def bad_files(folder):
     np.savetxt(folder / "nan.txt", nan, delimiter=",")
     np.savetxt(folder / "few.txt", np.random.default_rng(2).normal(size=(20, 3)), delimiter=",")  # < 32 groups
     (folder / "cloud.las").write_bytes(b"LASF")
+    np.save(folder / "good.npy", np.random.default_rng(3).normal(size=(700, 3)).astype(np.float32))
+    np.save(folder / "flat.npy", np.zeros(700))
     (folder / "words.txt").write_text("not,a,number\n")
     # open3d will not write a mesh without faces: an OFF header, three vertices, no faces.
     (folder / "vertices_only.off").write_text("OFF\n3 0 0\n1 0 0\n0 1 0\n0 0 1\n")
@@ -136,6 +138,7 @@ def bad_files(folder):
         "few.txt": "fewer than",
         "cloud.las": "unknown extension",
         "words.txt": "not rows of numbers",
+        "flat.npy": "array of shape",
         "vertices_only.off": "no triangles",
     }
 
@@ -145,7 +148,7 @@ def test_bad_files_warn_once_each_naming_the_file(tmp_path, model_config):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = ADAPTER.dataset(tmp_path / "clouds", data(), model_config, train=True)
-    assert [f.name for f in ds.files] == ["good.ply"]
+    assert [f.name for f in ds.files] == ["good.npy", "good.ply"]
     messages = [str(w.message) for w in caught]
     for name, reason in expected.items():
         hits = [m for m in messages if name in m]
