@@ -132,11 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.table:
         print(table([json.loads(line) for line in Path(args.table).read_text().splitlines() if line.strip()]))
         return
-    rows = []
-    for name in args.configs.split(","):
+    names = args.configs.split(",")
+    for name in names:
         if name != "random init" and name not in CONFIGS:
             raise SystemExit(f"unknown configuration {name!r}; expected one of random init, {', '.join(CONFIGS)}")
-        for seed in (int(s) for s in args.seeds.split(",")):
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):  # seed-major: a cut-short run still covers every config
+        for name in names:
             row = run(name, seed, args)
             rows.append(row)
             print(f"<!-- {json.dumps(row)} -->", flush=True)
