@@ -181,6 +181,10 @@ class Prepare(Transform):
             if len(opts.spacing) != self.ndim:
                 raise DataError(f"data.options.spacing {opts.spacing} needs {self.ndim} values, one per axis")
             steps.append(Spacingd("image", pixdim=opts.spacing, mode="bilinear"))
+        # Geometry needs the affine a MetaTensor carries; intensity and cropping run on plain tensors, which
+        # skip MetaTensor's per-operation bookkeeping (several times faster on small volumes).
+        self.geometry = Compose(steps)
+        steps = []
         self.intensity = _intensity(opts)
         if self.intensity == "window":
             lo, hi = opts.window
@@ -194,7 +198,7 @@ class Prepare(Transform):
         if opts.foreground_crop:
             steps.append(CropForegroundd("image", source_key="image", select_fn=_above_zero, margin=opts.margin,
                                          allow_smaller=True))  # fmt: skip
-        self.steps = Compose(steps)
+        self.values = Compose(steps)
         self.crop = (opts.fit == "crop") or (opts.fit == "auto" and self.ndim == 3)
 
     def settings(self) -> str:
@@ -255,13 +259,18 @@ class Prepare(Transform):
                 )
             else:
                 raise DataError(f"{src}: has {channels} channels; model.in_chans is {self.in_chans}")
+        values = image.as_tensor() if hasattr(image, "as_tensor") else image
+        if values.is_floating_point() and "npz" not in item:  # npz arrays were checked whole by the scan
+            nan = int(torch.isnan(values).sum())
+            if nan:
+                raise DataError(f"{src}: contains {nan} NaN voxel(s) of {image.numel()}; no tensor is made from it")
+            if not torch.isfinite(values).all():
+                raise DataError(f"{src}: contains infinite values")
         image = image.float()
-        nan = int(torch.isnan(image).sum())
-        if nan:
-            raise DataError(f"{src}: contains {nan} NaN voxel(s) of {image.numel()}; no tensor is made from it")
-        if not torch.isfinite(image).all():
-            raise DataError(f"{src}: contains infinite values")
-        image = self.steps({"image": image})["image"]
+        if self.geometry.transforms:
+            image = self.geometry({"image": image})["image"]
+        image = image.as_tensor() if hasattr(image, "as_tensor") else image
+        image = self.values({"image": image})["image"]
         size = tuple(image.shape[1:])
         if self.crop and not self.opts.pad and any(s < c for s, c in zip(size, self.input_size)):
             after = []
@@ -274,8 +283,7 @@ class Prepare(Transform):
                 f"{src}: {'×'.join(map(str, size))} voxels{when}, smaller than the "
                 f"{'×'.join(map(str, self.input_size))} crop (model.input_size); set data.options.pad: true to pad"
             )
-        tensor = image.as_tensor() if hasattr(image, "as_tensor") else image
-        return tensor.float().contiguous()
+        return image.float().contiguous()
 
 
 def _reason(err: Exception) -> str:

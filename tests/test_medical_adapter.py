@@ -13,7 +13,7 @@ from conftest import SHARED
 from monai.data import NibabelReader
 from PIL import Image
 
-from mimsdk import ConfigError, DataConfig, DataError, ModelConfig, create_model
+from mimsdk import ConfigError, DataConfig, DataError, ModelConfig, create_model, load_recipe
 from mimsdk.adapters.medical import MedicalAdapter
 from mimsdk.data import SeededDataset
 
@@ -319,3 +319,14 @@ def test_metadata_and_three_plane_pictures():
     pixels = np.asarray(picture)
     masked_cell = pixels[14 + 2 : 14 + 98, 98 + 2 : 2 * 98]
     assert (masked_cell == 128).all(axis=2).mean() > 0.5  # mask 0.75: mostly grey
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["radiology-ct", "radiology-ct-tiny", "radiology-mri", "radiology-mri-tiny", "chest-xray", "chest-xray-tiny"],
+)
+def test_recipes_options_are_valid(name):
+    recipe = load_recipe(name)
+    meta = MedicalAdapter().metadata(recipe.data, recipe.model)
+    assert recipe.data.modality == "medical" and len(meta["channel_names"]) == recipe.model.in_chans
+    assert meta["dims"] == len(recipe.model.input_size)
