@@ -20,7 +20,10 @@ What it measures
     batch from the clips (decoding is out of the timing); on CUDA the device is
     synchronised around each timed block. "CPU share" is the process's CPU time
     over wall time × torch threads for the training rows: well under 1 means
-    other processes took the cores during the measurement.
+    other processes took the cores during the measurement. "Steps per CPU-s"
+    divides by the process's CPU time instead of wall time: on a shared CPU it is
+    the steadier measure of the work a step costs (with ``--threads 1`` it is what
+    one dedicated core would do); it means little on CUDA.
 
 How to run (from the repository root)
     python benchmarks/bench_video.py                                   # CPU, tiny, a few minutes
@@ -199,6 +202,7 @@ def training(args: argparse.Namespace, model_config: ModelConfig, short_side: in
         steps(fraction, args.warmup, 0)
     rates: dict[float, list[float]] = {f: [] for f in contenders}
     shares: dict[float, list[float]] = {f: [] for f in contenders}
+    per_cpu: dict[float, list[float]] = {f: [] for f in contenders}  # steps per CPU-second of this process
     for r in range(args.rounds):
         for fraction in (1.0, 0.5) if r % 2 == 0 else (0.5, 1.0):
             sync()
@@ -207,11 +211,20 @@ def training(args: argparse.Namespace, model_config: ModelConfig, short_side: in
             sync()
             wall = time.perf_counter() - began
             rates[fraction].append(args.steps / wall)
-            shares[fraction].append((time.process_time() - cpu) / (wall * torch.get_num_threads()))
+            cpu = time.process_time() - cpu
+            shares[fraction].append(cpu / (wall * torch.get_num_threads()))
+            per_cpu[fraction].append(args.steps / cpu)
     ratio = statistics.median(a / b for a, b in zip(rates[0.5], rates[1.0]))
+    cpu_ratio = statistics.median(a / b for a, b in zip(per_cpu[0.5], per_cpu[1.0]))
     tokens = {f: contenders[f][0].num_decode if contenders[f][0].partial else None for f in contenders}
     return {
-        f: (statistics.median(rates[f]), statistics.median(shares[f]), tokens[f], ratio if f == 0.5 else None)
+        f: (
+            statistics.median(rates[f]),
+            statistics.median(shares[f]),
+            statistics.median(per_cpu[f]),
+            tokens[f],
+            (ratio, cpu_ratio) if f == 0.5 else None,
+        )
         for f in contenders
     }
 
@@ -232,13 +245,15 @@ def main(argv: list[str] | None = None) -> None:
               f"stride {args.stride}, decoded at short side {short_side}\n")  # fmt: skip
         decode = decoding(args, model, short_side)
         train = training(args, model, short_side)
-        print("| what | clips/s | steps/s | decoder tokens predicted | CPU share | note |")
-        print("|---|---:|---:|---:|---:|---|")
+        print("| what | clips/s | steps/s | steps per CPU-s | decoder tokens predicted | CPU share | note |")
+        print("|---|---:|---:|---:|---:|---:|---|")
         for label, rate in decode.items():
-            print(f"| decode: {label} | {rate:.1f} | | | | |")
-        for fraction, (steps, share, tokens, ratio) in train.items():
-            note = f"×{ratio:.2f} steps/s of fraction 1.0 (median of rounds)" if ratio else ""
-            print(f"| train: decoder_fraction {fraction} | {steps * args.batch:.1f} | {steps:.2f} | "
+            print(f"| decode: {label} | {rate:.1f} | | | | | |")
+        for fraction, (steps, share, cpu_rate, tokens, ratio) in train.items():
+            note = (
+                f"×{ratio[0]:.2f} wall, ×{ratio[1]:.2f} CPU time of fraction 1.0 (medians of rounds)" if ratio else ""
+            )
+            print(f"| train: decoder_fraction {fraction} | {steps * args.batch:.1f} | {steps:.2f} | {cpu_rate:.2f} | "
                   f"{tokens or 'all masked'} | {share:.2f} | {note} |")  # fmt: skip
         print("\n| source | size | s per clip (1 thread) |\n|---|---|---:|")
         for source, size, seconds in per_source(args, model, short_side):
