@@ -91,6 +91,7 @@ EUROSAT_ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", 
 TRUE_COLOUR = ("B04", "B03", "B02")
 FALSE_COLOUR = ("B08", "B04", "B03")
 TIFF_SUFFIXES = (".tif", ".tiff")
+READ_KEYS = ("file_bands", "select_bands", "layout", "nodata")
 
 
 @dataclass
@@ -503,8 +504,10 @@ class MultispectralAdapter:
         self._scans: dict[tuple, tuple[list[Scene], list[str]]] = {}
         self._stats: dict[tuple, tuple[list[float], list[float]]] = {}
 
-    def options(self, data: DataConfig) -> MultispectralOptions:
-        opts = adapter_options(MultispectralOptions, data)
+    def options(self, data: DataConfig, model: ModelConfig) -> MultispectralOptions:
+        """``data.options`` over the way the model's training data was read (its ``read_options`` metadata)."""
+        known = model.metadata.get("read_options") or {}
+        opts = adapter_options(MultispectralOptions, DataConfig(options={**known, **data.options}))
         unknown = [b for b in opts.bands + opts.file_bands if b not in BANDS]
         if unknown:
             key = "bands" if unknown[0] in opts.bands else "file_bands"
@@ -529,7 +532,7 @@ class MultispectralAdapter:
         return bands
 
     def scan(self, path: str | Path, data: DataConfig, model: ModelConfig) -> tuple[list[Scene], list[str]]:
-        opts = self.options(data)
+        opts = self.options(data, model)
         bands = self.bands(opts, model)
         series = opts.layout == "series"
         if len(model.input_size) != (3 if series else 2):
@@ -540,7 +543,7 @@ class MultispectralAdapter:
         key = (
             str(Path(path).resolve()),
             tuple(bands),
-            str(data.options),
+            str(opts),
             data.labels,
             data.strict,
             model.input_size[0],
@@ -553,7 +556,7 @@ class MultispectralAdapter:
 
     def statistics(self, path: str | Path, data: DataConfig, model: ModelConfig) -> tuple[list[float], list[float]]:
         """Per-band mean and std: ``data.mean``/``data.std``, else the model's metadata, else a streaming pass."""
-        opts = self.options(data)
+        opts = self.options(data, model)
         bands = self.bands(opts, model)
         meta = model.metadata
         mean = data.mean or meta.get("mean")
@@ -564,7 +567,7 @@ class MultispectralAdapter:
                     f"data.mean and data.std need {len(bands)} values each (one per band); got {mean}, {std}"
                 )
             return list(mean), list(std)
-        key = (str(Path(path).resolve()), tuple(bands), str(data.options))
+        key = (str(Path(path).resolve()), tuple(bands), str(opts))
         if key not in self._stats:
             scenes, _ = self.scan(path, data, model)
             if opts.stats_scenes:
@@ -581,7 +584,7 @@ class MultispectralAdapter:
         return self._stats[key]
 
     def dataset(self, path: str | Path, data: DataConfig, model: ModelConfig, train: bool) -> MultispectralDataset:
-        opts = self.options(data)
+        opts = self.options(data, model)
         scenes, classes = self.scan(path, data, model)
         mean, std = self.statistics(data.path or path, data, model)
         size = (int(model.input_size[-2]), int(model.input_size[-1]))
@@ -589,7 +592,7 @@ class MultispectralAdapter:
 
     def metadata(self, data: DataConfig, model: ModelConfig) -> dict[str, Any]:
         """Band names, wavelengths (nm), native GSD (m), normalisation, the data's pixel size: kept with the model."""
-        opts = self.options(data)
+        opts = self.options(data, model)
         bands = self.bands(opts, model)
         path, spacing = data.path, opts.spacing
         if path is None:
@@ -607,6 +610,8 @@ class MultispectralAdapter:
             "spacing": spacing,
             "mean": mean,
             "std": std,
+            # how files were read, so a loaded model reads the same layout without a recipe (CLI probe, embed)
+            "read_options": {k: getattr(opts, k) for k in READ_KEYS if getattr(opts, k) not in (None, [], False)},
         }
 
     def picture(self, recon: dict[str, torch.Tensor], model: ModelConfig) -> Image.Image:

@@ -244,6 +244,14 @@ def test_metadata_survives_save_and_load_and_is_checked_against_data(tmp_path):
                       mean=loaded.config.metadata["mean"], std=loaded.config.metadata["std"])  # fmt: skip
     x, _ = ADAPTER.dataset(EUROSAT, data, loaded.config, train=False)[0]
     assert x.shape == (10, 32, 32)
+    assert loaded.config.metadata["read_options"] == {
+        "file_bands": EUROSAT_ORDER,
+        "select_bands": True,
+        "layout": "stack",
+    }
+    from mimsdk.cli import _dataset  # what `mimsdk probe/embed/reconstruct` use: no recipe, only the model
+
+    assert _dataset(loaded.config, str(EUROSAT))[0][0].shape == (10, 32, 32)
     data.options["bands"] = list(reversed(BANDS))
     with pytest.raises(ConfigError, match=r"data.options.bands B12, B11, .* differ from the model's bands B02, B03"):
         ADAPTER.dataset(EUROSAT, data, loaded.config, train=False)
