@@ -8,7 +8,6 @@ are found before training: one warning each, naming the file, and a count; in
 
 from __future__ import annotations
 
-import csv
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from torchvision.transforms import v2
 
 from mimsdk.config import DataConfig, ModelConfig
 from mimsdk.data import DataError
+from mimsdk.labels import label_files
 from mimsdk.picture import grid
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,6 @@ def check_image(path: Path) -> str | None:
     except (OSError, SyntaxError, ValueError) as err:
         return f"cannot be decoded ({err})"
     return None
-
-
-def _read_label_csv(csv_path: Path) -> dict[Path, str]:
-    if not csv_path.is_file():
-        raise DataError(f"labels file {csv_path} does not exist")
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise DataError(f"labels file {csv_path} needs columns 'path' and 'label'; found {reader.fieldnames}")
-        return {(csv_path.parent / row["path"]).resolve(): row["label"] for row in reader}
 
 
 def scan_folder(
@@ -88,19 +78,8 @@ def scan_folder(
     if not good:
         raise DataError(f"data folder {root} holds no readable images ({len(bad)} unreadable files)")
 
-    if labels_csv:
-        table = _read_label_csv(Path(labels_csv))
-        names = [table.get(f.resolve()) for f in good]
-        missing = [f for f, n in zip(good, names) if n is None]
-        if missing:
-            raise DataError(f"{missing[0]} has no row in labels file {labels_csv} ({len(missing)} files missing)")
-    elif root.is_dir() and all(f.parent != root for f in good):
-        names = [f.relative_to(root).parts[0] for f in good]
-    else:
-        return good, [-1] * len(good), []
-    classes = sorted(set(names))
-    index = {c: i for i, c in enumerate(classes)}
-    return good, [index[n] for n in names], classes
+    labels, classes = label_files(good, root, labels_csv)
+    return good, labels, classes
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -27,7 +27,6 @@ per file, which is then skipped.
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from PIL import Image
 
 from mimsdk.config import ConfigError, DataConfig, ModelConfig, adapter_options, from_mapping
 from mimsdk.data import DataError
+from mimsdk.labels import label_files
 from mimsdk.point_tokenizer import PointGroupOptions, farthest_point_sample
 
 CLOUD_SUFFIXES = (".ply", ".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts")
@@ -147,16 +147,6 @@ def normalise(points: np.ndarray) -> np.ndarray:
     return centred / radius if radius > 0 else centred
 
 
-def _read_label_csv(csv_path: Path) -> dict[Path, str]:
-    if not csv_path.is_file():
-        raise DataError(f"labels file {csv_path} does not exist")
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise DataError(f"labels file {csv_path} needs columns 'path' and 'label'; found {reader.fieldnames}")
-        return {(csv_path.parent / row["path"]).resolve(): row["label"] for row in reader}
-
-
 def _group_needs(model: ModelConfig) -> tuple[int, int]:
     """(G, K) of the model's point-group tokenizer."""
     if model.tokenizer != "point_groups":
@@ -210,19 +200,8 @@ def scan_files(root: str | Path, data: DataConfig, model: ModelConfig) -> tuple[
         warnings.warn(f"skipped {len(bad)} of {len(files)} files in {root}; using {len(good)}", stacklevel=2)
     if not good:
         raise DataError(f"data path {root} holds no usable point clouds ({len(bad)} unusable files)")
-    if data.labels:
-        table = _read_label_csv(Path(data.labels))
-        names = [table.get(f.resolve()) for f in good]
-        missing = [f for f, n in zip(good, names) if n is None]
-        if missing:
-            raise DataError(f"{missing[0]} has no row in labels file {data.labels} ({len(missing)} files missing)")
-    elif root.is_dir() and all(f.parent != root for f in good):
-        names = [f.relative_to(root).parts[0] for f in good]
-    else:
-        return good, [-1] * len(good), []
-    classes = sorted(set(names))
-    index = {c: i for i, c in enumerate(classes)}
-    return good, [index[n] for n in names], classes
+    labels, classes = label_files(good, root, data.labels)
+    return good, labels, classes
 
 
 class PointCloudDataset(torch.utils.data.Dataset):

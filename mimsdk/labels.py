@@ -1,0 +1,51 @@
+"""Labels for files: a CSV of ``path,label`` rows, or class sub-folders.
+
+Every adapter labels its files the same way, here. Class indices come from the
+whole CSV, not from the files a folder happens to hold, so a training folder and
+a held-out folder labelled by one CSV agree on what class 3 is.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+from mimsdk.data import DataError
+
+
+def read_label_csv(csv_path: str | Path, column: str = "label") -> dict[Path, str]:
+    """Resolved path -> label, from a CSV with columns ``path`` (relative to the CSV's folder) and ``column``."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DataError(f"labels file {csv_path} does not exist")
+    with csv_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", column} <= set(reader.fieldnames):
+            raise DataError(f"labels file {csv_path} needs columns 'path' and '{column}'; found {reader.fieldnames}")
+        return {(csv_path.parent / row["path"]).resolve(): row[column] for row in reader}
+
+
+def label_files(
+    files: Sequence[Path], root: str | Path, labels_csv: str | Path | None = None, column: str = "label"
+) -> tuple[list[int], list[str]]:
+    """Label index per file (-1 when unlabelled) and the class names.
+
+    From ``labels_csv`` when given (every file must have a row); else from class
+    sub-folders when every file sits in one (``root/<class>/...``); else unlabelled.
+    """
+    root = Path(root)
+    if labels_csv:
+        table = read_label_csv(labels_csv, column)
+        names = [table.get(Path(f).resolve()) for f in files]
+        missing = [f for f, n in zip(files, names) if n is None]
+        if missing:
+            raise DataError(f"{missing[0]} has no row in labels file {labels_csv} ({len(missing)} files missing)")
+        classes = sorted(set(table.values()))
+    elif root.is_dir() and files and all(Path(f).parent != root for f in files):
+        names = [Path(f).relative_to(root).parts[0] for f in files]
+        classes = sorted(set(names))
+    else:
+        return [-1] * len(files), []
+    index = {c: i for i, c in enumerate(classes)}
+    return [index[n] for n in names], classes
