@@ -15,12 +15,11 @@ short file is named once with the frames it has and the frames it needs.
 
 Recipe keys of this adapter live under ``data.options`` (:class:`VideoOptions`).
 Labels come from class sub-folders or ``data.labels``, a CSV with columns
-``path`` (or ``file``) and ``label``, paths relative to the CSV's folder.
+``path`` and ``label``, paths relative to the CSV's folder (:mod:`mimsdk.labels`).
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ from torchvision.transforms import v2
 
 from mimsdk.config import ConfigError, DataConfig, ModelConfig, adapter_options, choice
 from mimsdk.data import DataError
+from mimsdk.labels import label_files
 from mimsdk.picture import grid
 
 log = logging.getLogger(__name__)
@@ -168,20 +168,6 @@ def decode_size(info: VideoInfo, short_side: int | None) -> tuple[int, int] | No
     return max(1, round(info.height * scale)), max(1, round(info.width * scale))
 
 
-def _read_label_csv(csv_path: Path) -> dict[Path, str]:
-    if not csv_path.is_file():
-        raise DataError(f"labels file {csv_path} does not exist")
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        names = set(reader.fieldnames or [])
-        column = "path" if "path" in names else "file"
-        if not {column, "label"} <= names:
-            raise DataError(
-                f"labels file {csv_path} needs columns 'path' (or 'file') and 'label'; found {reader.fieldnames}"
-            )
-        return {(csv_path.parent / row[column]).resolve(): row["label"] for row in reader}
-
-
 @dataclass
 class Scan:
     """Usable videos, their labels (-1 when unlabelled), class names, and the files that are short."""
@@ -251,20 +237,8 @@ def scan_videos(
                 stacklevel=2,
             )
 
-    good = [v.path for v in videos]
-    if labels_csv:
-        table = _read_label_csv(Path(labels_csv))
-        names = [table.get(p.resolve()) for p in good]
-        missing = [p for p, n in zip(good, names) if n is None]
-        if missing:
-            raise DataError(f"{missing[0]} has no row in labels file {labels_csv} ({len(missing)} files missing)")
-    elif root.is_dir() and all(p.parent != root for p in good):
-        names = [p.relative_to(root).parts[0] for p in good]
-    else:
-        return Scan(videos, [-1] * len(videos), [], short)
-    classes = sorted(set(names))
-    index = {c: i for i, c in enumerate(classes)}
-    return Scan(videos, [index[n] for n in names], classes, short)
+    labels, classes = label_files([v.path for v in videos], root, labels_csv)
+    return Scan(videos, labels, classes, short)
 
 
 class VideoDataset(torch.utils.data.Dataset):

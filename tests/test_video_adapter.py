@@ -1,5 +1,6 @@
 """The video adapter on the real clips in ../shared/data/video (mp4 and avi) and on files written with PyAV."""
 
+import csv
 import dataclasses
 import math
 import shutil
@@ -285,8 +286,13 @@ def test_config_errors_name_the_key(tmp_path, video):
         adapter.dataset(MP4, data(), ModelConfig(input_size=[32, 32], patch_size=8), train=True)
 
 
-def test_labels_from_the_shared_csv(video):
-    cfg = DataConfig(modality="video", labels=str(video / "labels.csv"), options={"short_side": 64})
+def test_labels_from_the_shared_csv(tmp_path, video):
+    # The shared labels.csv names its path column "file"; mimsdk's label CSVs use "path".
+    with open(video / "labels.csv", newline="") as f:
+        rows = [(str(video / row["file"]), row["label"]) for row in csv.DictReader(f)]
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("path", "label"), *rows])
+    cfg = DataConfig(modality="video", labels=str(tmp_path / "labels.csv"), options={"short_side": 64})
     ds = VideoAdapter().dataset(video, cfg, MODEL, train=False)
     assert len(ds.classes) == 6 and len(ds) == 6
     names = {info.path.name: ds.classes[label] for info, label in zip(ds.videos, ds.labels)}
