@@ -14,16 +14,22 @@ from pathlib import Path
 from mimsdk.data import DataError
 
 
+PATH_COLUMNS = ("path", "file")  # "file" as in several public datasets' label lists
+
+
 def read_label_csv(csv_path: str | Path, column: str = "label") -> dict[Path, str]:
-    """Resolved path -> label, from a CSV with columns ``path`` (relative to the CSV's folder) and ``column``."""
+    """Resolved path -> label, from a CSV with columns ``path`` (or ``file``; relative to the CSV's folder)
+    and ``column``."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DataError(f"labels file {csv_path} does not exist")
     with csv_path.open(newline="") as f:
         reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", column} <= set(reader.fieldnames):
-            raise DataError(f"labels file {csv_path} needs columns 'path' and '{column}'; found {reader.fieldnames}")
-        return {(csv_path.parent / row["path"]).resolve(): row[column] for row in reader}
+        fields = reader.fieldnames or []
+        path_column = next((c for c in PATH_COLUMNS if c in fields), None)
+        if path_column is None or column not in fields:
+            raise DataError(f"labels file {csv_path} needs columns 'path' and '{column}'; found {fields}")
+        return {(csv_path.parent / row[path_column]).resolve(): row[column] for row in reader}
 
 
 def label_files(

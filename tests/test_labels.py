@@ -32,6 +32,12 @@ def test_missing_rows_and_columns_name_the_file(tmp_path):
     csv.write_text("path,label\nother.png,cat\n")
     with pytest.raises(DataError, match=r"x.png has no row in labels file .*labels.csv"):
         label_files([tmp_path / "x.png"], tmp_path, csv)
-    csv.write_text("file,label\nx.png,cat\n")
+    csv.write_text("name,label\nx.png,cat\n")
     with pytest.raises(DataError, match="needs columns 'path' and 'label'"):
         label_files([tmp_path / "x.png"], tmp_path, csv)
+
+
+def test_a_file_column_serves_as_the_path_column(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    (tmp_path / "labels.csv").write_text("file,label\nx.png,cat\n")
+    assert label_files([tmp_path / "x.png"], tmp_path, tmp_path / "labels.csv") == ([0], ["cat"])
