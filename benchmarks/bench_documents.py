@@ -169,7 +169,7 @@ def main() -> None:
         cached = cached_items_per_second(args.data, tiny, args.repeats, args.rounds)
         print(f"| training view from the page cache (64² crop), 1 process | {cached:.0f} items/s | |")
     rate, what = train_steps_per_second(args)
-    print(f"\n| training | steps/s | pages/s |\n|---|---|---|\n| {what} | {rate:.2f} | {rate * args.batch:.0f} |")
+    print(f"\n| training | steps/s | pages/s |\n|---|---|---|\n| {what} | {rate:.2f} | {rate * args.batch:.1f} |")
 
 
 if __name__ == "__main__":
