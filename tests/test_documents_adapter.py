@@ -12,9 +12,9 @@ from conftest import SHARED
 from PIL import Image
 
 import mimsdk.adapters.documents as documents
-from mimsdk import ConfigError, DataConfig, DataError, ModelConfig, create_model, pretrain
+from mimsdk import ConfigError, DataConfig, DataError, ModelConfig, create_model, load_recipe, pretrain
 from mimsdk.adapters import get_adapter
-from mimsdk.adapters.documents import DocumentOptions, Page, read_page, scan_documents
+from mimsdk.adapters.documents import DocumentOptions, Page, document_options, read_page, scan_documents
 
 DOCS = SHARED / "documents"
 SCANS = DOCS / "ocrmypdf_scans"
@@ -276,3 +276,11 @@ def test_pretrain_documents_tiny_writes_reconstructions(docs, tmp_path):
     # Padding (NaN) shows pale blue: present in the pictures of portrait pages fitted into a square.
     pale = [round(c * 255) for c in documents.PADDING_RGB]
     assert any(all(abs(a - b) <= 2 for a, b in zip(px, pale)) for px in picture.getdata())
+
+
+@pytest.mark.parametrize("name", ["documents", "documents-tiny"])
+def test_shipped_recipes_options_are_valid(name):
+    recipe = load_recipe(name)
+    opts = document_options(recipe.data, recipe.model)
+    assert recipe.model.masker == "block" and recipe.model.mask_ratio == 0.4 and not recipe.data.hflip
+    assert opts.color == {1: "gray", 3: "rgb"}[recipe.model.in_chans]
