@@ -17,14 +17,13 @@ Files are scanned before training: page counts come from the PDF's page tree
 corrupt or undecodable file gives one warning naming it and is skipped, or with
 ``data.strict`` the first one is a :class:`~mimsdk.data.DataError`.
 
-Labels: ``data.labels`` names a CSV of ``path`` (relative to the CSV) and a label
-column (``data.options.label_column``, default ``label``); a PDF's label applies to
-all its pages.
+Labels (:mod:`mimsdk.labels`): ``data.labels`` names a CSV of ``path`` (relative to the
+CSV) and a label column (``data.options.label_column``, default ``label``), or else class
+sub-folders; a PDF's label applies to all its pages.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import math
@@ -45,6 +44,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from mimsdk.config import ConfigError, DataConfig, ModelConfig, adapter_options, choice
 from mimsdk.data import DataError
+from mimsdk.labels import label_files
 from mimsdk.picture import grid
 
 log = logging.getLogger(__name__)
@@ -248,19 +248,6 @@ def _selected(count: int, spec: str) -> list[int]:
     return sorted({i for first, last in ranges for i in range(first, min(last, count))})
 
 
-def _read_labels(csv_path: Path, column: str) -> dict[Path, str]:
-    if not csv_path.is_file():
-        raise DataError(f"labels file {csv_path} does not exist")
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", column} <= set(reader.fieldnames):
-            raise DataError(
-                f"labels file {csv_path} needs columns 'path' and {column!r} (data.options.label_column); "
-                f"found {reader.fieldnames}"
-            )
-        return {(csv_path.parent / row["path"]).resolve(): row[column] for row in reader}
-
-
 def scan_documents(
     root: str | Path, opts: DocumentOptions, labels_csv: str | Path | None = None, strict: bool = False
 ) -> tuple[list[Page], list[int], list[str]]:
@@ -308,16 +295,8 @@ def scan_documents(
     if not pages:
         raise DataError(f"{root} holds no usable pages ({len(bad)} unusable file(s), pages={opts.pages!r})")
 
-    if not labels_csv:
-        return pages, [-1] * len(pages), []
-    table = _read_labels(Path(labels_csv), opts.label_column)
-    names = [table.get(page.path.resolve()) for page in pages]
-    missing = [page.path for page, name in zip(pages, names) if name is None]
-    if missing:
-        raise DataError(f"{missing[0]} has no row in labels file {labels_csv} ({len(set(missing))} files missing)")
-    classes = sorted(set(names))
-    index = {c: i for i, c in enumerate(classes)}
-    return pages, [index[n] for n in names], classes
+    labels, classes = label_files([page.path for page in pages], root, labels_csv, opts.label_column)
+    return pages, labels, classes
 
 
 # -- reading ---------------------------------------------------------------------------------------
