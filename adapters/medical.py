@@ -27,18 +27,20 @@ file naming it and the problem, then training goes on over the rest; ``data.stri
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import Transform
 from PIL import Image
 
@@ -96,6 +98,21 @@ def _channel_names(opts: MedicalOptions, model: ModelConfig) -> list[str]:
             f"data.options.channels names {len(names)} sequences {names}; model.in_chans is {model.in_chans}"
         )
     return names
+
+
+@contextlib.contextmanager
+def _plain_tensors() -> Iterator[None]:
+    """MONAI transforms on plain tensors: no MetaTensor bookkeeping, which costs more than a small crop itself.
+
+    Only for the random chain, which needs no affine. MONAI's switch is global to the process, so it is never
+    used while *prepare* may run in CacheDataset's filling threads (only after construction, per item).
+    """
+    previous = get_track_meta()
+    set_track_meta(False)
+    try:
+        yield
+    finally:
+        set_track_meta(previous)
 
 
 def _above_zero(x: torch.Tensor) -> torch.Tensor:
@@ -453,7 +470,8 @@ class MedicalDataset(torch.utils.data.Dataset):
             raise DataError(record["error"])
         # MONAI draws from numpy RandomStates: seed them from torch so the item is a function of torch's seed.
         self.augment.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
-        out = self.augment({"image": record["image"]})["image"]
+        with _plain_tensors():
+            out = self.augment({"image": record["image"]})["image"]
         x = torch.as_tensor(out.as_tensor() if hasattr(out, "as_tensor") else out, dtype=torch.float32)
         if tuple(x.shape[1:]) != self.input_size:
             raise DataError(f"{record['src']}: prepared to {tuple(x.shape)}, not C×{self.input_size}")

@@ -23,8 +23,9 @@ What it measures
 How to run (repository root; mimsdk[medical] installed)
     python benchmarks/bench_medical.py                                  # CPU, small 3D model, a few minutes
     python benchmarks/bench_medical.py --device cuda --precision bf16 --input 96 --patch 16 --width 768 \\
-        --depth 12 --heads 12 --decoder-width 512 --decoder-depth 8 --decoder-heads 16 --batch 8 --steps 20
+        --depth 12 --heads 12 --decoder-width 384 --decoder-depth 8 --decoder-heads 12 --batch 8 --steps 20
 
+MONAI's 3D sin-cos positions need widths divisible by 6 (so a 384-wide decoder rather than MAE's 512).
 ``--precision bf16`` runs forward and loss under ``torch.autocast`` (weights and optimiser in fp32). Output is
 markdown.
 """
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=192)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--heads", type=int, default=3)
-    p.add_argument("--decoder-width", type=int, default=128)
+    p.add_argument("--decoder-width", type=int, default=96)
     p.add_argument("--decoder-depth", type=int, default=2)
     p.add_argument("--decoder-heads", type=int, default=4)
     p.add_argument("--batch", type=int, default=4)
@@ -78,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda, but torch.cuda.is_available() is False")
+    if args.width % 6 or args.decoder_width % 6:
+        p.error("--width and --decoder-width must be divisible by 6: MONAI's 3D sin-cos positions need it")
     return args
 
 
