@@ -13,7 +13,6 @@ from pathlib import Path
 
 from mimsdk.data import DataError
 
-
 PATH_COLUMNS = ("path", "file")  # "file" as in several public datasets' label lists
 
 
