@@ -36,7 +36,7 @@ def test_first_step_starts_from_the_saved_weights_and_metadata_is_kept(saved, tm
     # The trainer's first micro-batch and its masking noise (seeded by (seed, micro-batch), see Trainer._noise),
     # fed to the saved model: the same loss the trainer logs for step 1, before its first update.
     x, _ = next(trainer._batches(0))
-    noise = trainer._noise(0, x.shape[0])
+    noise = trainer._noise(0, x.shape[0])["noise"]
     with torch.no_grad():
         expected = source(x, noise=noise).loss.item()
     result = trainer.fit()
