@@ -28,7 +28,6 @@ file naming it and the problem, then training goes on over the rest; ``data.stri
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import logging
@@ -46,6 +45,7 @@ from PIL import Image
 
 from mimsdk.config import DataConfig, ModelConfig, adapter_options, choice
 from mimsdk.data import DataError
+from mimsdk.labels import read_label_csv
 from mimsdk.picture import grid
 
 log = logging.getLogger(__name__)
@@ -328,16 +328,6 @@ def _check_series(folder: Path) -> None:
         )
     if not uids:
         raise DataError(f"{folder}: holds no DICOM files")
-
-
-def _read_label_csv(csv_path: Path) -> dict[str, str]:
-    if not csv_path.is_file():
-        raise DataError(f"labels file {csv_path} does not exist")
-    with csv_path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise DataError(f"labels file {csv_path} needs columns 'path' and 'label'; found {reader.fieldnames}")
-        return {str((csv_path.parent / row["path"]).resolve()): row["label"] for row in reader}
 
 
 def _stamp(paths: Sequence[str]) -> str:
@@ -671,10 +661,10 @@ class MedicalAdapter:
 def _attach_labels(items: list[dict[str, Any]], labels_csv: str | None) -> list[str]:
     """Labels from npz arrays or a CSV (``path,label``), as indices into the returned class names."""
     if labels_csv:
-        table = _read_label_csv(Path(labels_csv))
+        table = read_label_csv(labels_csv)
         names = []
         for item in items:
-            name = table.get(str(Path(item["src"]).resolve()))
+            name = table.get(Path(item["src"]).resolve())
             if name is None and "npz" not in item:
                 raise DataError(f"{item['src']} has no row in labels file {labels_csv}")
             names.append(name)

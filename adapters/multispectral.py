@@ -30,7 +30,6 @@ Use :func:`match_bands` to feed a model data whose bands are a subset or another
 
 from __future__ import annotations
 
-import csv
 import logging
 import warnings
 from collections.abc import Iterable, Sequence
@@ -48,6 +47,7 @@ from rasterio.windows import Window
 
 from mimsdk.config import ConfigError, DataConfig, ModelConfig, adapter_options, choice
 from mimsdk.data import DataError
+from mimsdk.labels import read_label_csv
 from mimsdk.picture import grid
 
 log = logging.getLogger(__name__)
@@ -466,13 +466,7 @@ def _labels(scenes: list[Scene], root: Path, labels_csv: str | None) -> list[str
     """Set each scene's label from a CSV (``path,label``, relative to the CSV) or class sub-folders."""
     if labels_csv:
         csv_path = Path(labels_csv)
-        if not csv_path.is_file():
-            raise DataError(f"labels file {csv_path} does not exist")
-        with csv_path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-                raise DataError(f"labels file {csv_path} needs columns 'path' and 'label'; found {reader.fieldnames}")
-            table = {(csv_path.parent / row["path"]).resolve(): row["label"] for row in reader}
+        table = read_label_csv(csv_path)
         names = [table.get(s.path.resolve()) for s in scenes]
         absent = [s.path for s, n in zip(scenes, names) if n is None]
         if absent:
