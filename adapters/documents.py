@@ -43,7 +43,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from mimsdk.config import ConfigError, DataConfig, ModelConfig, adapter_options, choice
-from mimsdk.data import DataError
+from mimsdk.data import DataError, normalisation
 from mimsdk.labels import label_files
 from mimsdk.picture import grid
 
@@ -436,11 +436,7 @@ class DocumentsAdapter:
 
     def _stats(self, data: DataConfig, model: ModelConfig) -> tuple[list[float], list[float]]:
         # Ink on paper: [0, 1] maps to [-1, 1]. With norm_pix targets this only conditions the encoder's input.
-        mean = data.mean or [0.5] * model.in_chans
-        std = data.std or [0.5] * model.in_chans
-        if len(mean) != model.in_chans or len(std) != model.in_chans:
-            raise DataError(f"data.mean and data.std need {model.in_chans} values each; got {mean} and {std}")
-        return mean, std
+        return normalisation(data.mean, data.std, model.in_chans, [0.5] * model.in_chans, [0.5] * model.in_chans)
 
     def dataset(self, path: str | Path, data: DataConfig, model: ModelConfig, train: bool) -> DocumentDataset:
         if len(model.input_size) != 2:

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
 from mimsdk.config import DataConfig, ModelConfig
-from mimsdk.data import DataError
+from mimsdk.data import DataError, normalisation
 from mimsdk.labels import label_files
 from mimsdk.picture import grid
 
@@ -122,11 +122,10 @@ class ImagesAdapter:
             raise DataError(
                 f"model.in_chans is {model.in_chans}; natural images have 1 (grayscale) or 3 (RGB) channels"
             )
-        mean = data.mean or (IMAGENET_MEAN if model.in_chans == 3 else [0.5])
-        std = data.std or (IMAGENET_STD if model.in_chans == 3 else [0.25])
-        if len(mean) != model.in_chans or len(std) != model.in_chans:
-            raise DataError(f"data.mean and data.std need {model.in_chans} values each; got {mean} and {std}")
-        return mean, std
+        rgb = model.in_chans == 3
+        return normalisation(
+            data.mean, data.std, model.in_chans, IMAGENET_MEAN if rgb else [0.5], IMAGENET_STD if rgb else [0.25]
+        )
 
     def transform(self, data: DataConfig, model: ModelConfig, train: bool) -> v2.Compose:
         if len(model.input_size) != 2:

@@ -44,7 +44,7 @@ from monai.transforms import Transform
 from PIL import Image
 
 from mimsdk.config import DataConfig, ModelConfig, adapter_options, choice
-from mimsdk.data import DataError
+from mimsdk.data import DataError, normalisation
 from mimsdk.labels import read_label_csv
 from mimsdk.picture import grid
 
@@ -484,11 +484,7 @@ class MedicalAdapter:
 
     def _stats(self, data: DataConfig, model: ModelConfig) -> tuple[list[float], list[float]]:
         # Intensities are in [0, 1] after windowing or percentiles; mean and std are optional on top.
-        mean = data.mean or [0.0] * model.in_chans
-        std = data.std or [1.0] * model.in_chans
-        if len(mean) != model.in_chans or len(std) != model.in_chans:
-            raise DataError(f"data.mean and data.std need {model.in_chans} values each; got {mean} and {std}")
-        return mean, std
+        return normalisation(data.mean, data.std, model.in_chans, [0.0] * model.in_chans, [1.0] * model.in_chans)
 
     def scan(self, path: str | Path, data: DataConfig, model: ModelConfig) -> tuple[Any, list[int], list, list]:
         """Check every item once (through the cache), warn about or refuse bad ones; memoised per path."""

@@ -30,6 +30,20 @@ class LabelledDataset(Protocol):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]: ...
 
 
+def normalisation(
+    mean: list[float] | None,
+    std: list[float] | None,
+    channels: int,
+    default_mean: list[float],
+    default_std: list[float],
+) -> tuple[list[float], list[float]]:
+    """``data.mean`` and ``data.std``, or an adapter's defaults, checked to hold one value per channel."""
+    mean, std = mean or default_mean, std or default_std
+    if len(mean) != channels or len(std) != channels:
+        raise DataError(f"data.mean and data.std need {channels} values each; got {mean} and {std}")
+    return mean, std
+
+
 def item_seed(seed: int, epoch: int, index: int) -> int:
     """A 63-bit seed unique to (seed, epoch, index), spread by a fixed hash."""
     x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
