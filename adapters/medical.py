@@ -664,7 +664,7 @@ def _attach_labels(items: list[dict[str, Any]], labels_csv: str | None) -> list[
             if name is None and "npz" not in item:
                 raise DataError(f"{item['src']} has no row in labels file {labels_csv}")
             names.append(name)
-        classes = sorted({n for n in names if n is not None})
+        classes = sorted(set(table.values()))  # the whole CSV's, so train and held-out folders agree
         for item, name in zip(items, names):
             item["label"] = classes.index(name) if name is not None else item.get("label", -1)
         return classes

@@ -47,7 +47,7 @@ from rasterio.windows import Window
 
 from mimsdk.config import ConfigError, DataConfig, ModelConfig, adapter_options, choice
 from mimsdk.data import DataError
-from mimsdk.labels import read_label_csv
+from mimsdk.labels import label_files
 from mimsdk.picture import grid
 
 log = logging.getLogger(__name__)
@@ -464,20 +464,9 @@ def match_bands(x: torch.Tensor, have: Sequence[str], model: Any, missing: str =
 
 def _labels(scenes: list[Scene], root: Path, labels_csv: str | None) -> list[str]:
     """Set each scene's label from a CSV (``path,label``, relative to the CSV) or class sub-folders."""
-    if labels_csv:
-        csv_path = Path(labels_csv)
-        table = read_label_csv(csv_path)
-        names = [table.get(s.path.resolve()) for s in scenes]
-        absent = [s.path for s, n in zip(scenes, names) if n is None]
-        if absent:
-            raise DataError(f"{absent[0]} has no row in labels file {csv_path} ({len(absent)} scenes missing)")
-    elif root.is_dir() and all(s.path.parent != root and s.path != root for s in scenes):
-        names = [s.path.relative_to(root).parts[0] for s in scenes]
-    else:
-        return []
-    classes = sorted(set(names))
-    for s, n in zip(scenes, names):
-        s.label = classes.index(n)
+    labels, classes = label_files([s.path for s in scenes], root, labels_csv)
+    for scene, label in zip(scenes, labels):
+        scene.label = label
     return classes
 
 

@@ -37,7 +37,8 @@ def label_files(
     """Label index per file (-1 when unlabelled) and the class names.
 
     From ``labels_csv`` when given (every file must have a row); else from class
-    sub-folders when every file sits in one (``root/<class>/...``); else unlabelled.
+    sub-folders when every file sits in one (``root/<class>/...``); else unlabelled
+    (as when ``root`` is itself the one file).
     """
     root = Path(root)
     if labels_csv:
@@ -47,7 +48,7 @@ def label_files(
         if missing:
             raise DataError(f"{missing[0]} has no row in labels file {labels_csv} ({len(missing)} files missing)")
         classes = sorted(set(table.values()))
-    elif root.is_dir() and files and all(Path(f).parent != root for f in files):
+    elif root.is_dir() and files and all(Path(f).parent != root and Path(f) != root for f in files):
         names = [Path(f).relative_to(root).parts[0] for f in files]
         classes = sorted(set(names))
     else:

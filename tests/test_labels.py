@@ -24,6 +24,8 @@ def test_class_folders_and_unlabelled_files(tmp_path):
     files = sorted(tmp_path.rglob("*.png"))
     assert label_files(files, tmp_path) == ([0, 0, 1], ["cat", "dog"])
     assert label_files([tmp_path / "cat" / "2.png"], tmp_path / "cat") == ([-1], [])
+    # a scene stored as a folder of files, given as the root itself, is one unlabelled item
+    assert label_files([tmp_path / "cat"], tmp_path / "cat") == ([-1], [])
 
 
 def test_missing_rows_and_columns_name_the_file(tmp_path):

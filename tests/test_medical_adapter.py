@@ -158,6 +158,15 @@ def test_labels_from_csv(tmp_path):
     (tmp_path / "labels.csv").write_text("path,label\na.nii.gz,tumour\nb.nii.gz,normal\nc.nii.gz,tumour\n")
     ds = MedicalAdapter().dataset(tmp_path, DataConfig(labels=str(tmp_path / "labels.csv")), VOLUME, train=False)
     assert ds.classes == ["normal", "tumour"] and [ds[i][1] for i in range(3)] == [1, 0, 1]
+    # a held-out volume of one class keeps the index the whole CSV gives it
+    (tmp_path / "held_out").mkdir()
+    write_nifti(tmp_path / "held_out" / "d.nii.gz", np.zeros((16, 16, 16), dtype=np.float32))
+    with (tmp_path / "labels.csv").open("a") as f:
+        f.write("held_out/d.nii.gz,tumour\n")
+    held_out = MedicalAdapter().dataset(
+        tmp_path / "held_out", DataConfig(labels=str(tmp_path / "labels.csv")), VOLUME, train=False
+    )
+    assert held_out.classes == ["normal", "tumour"] and held_out[0][1] == 1
 
 
 def broken_folder(tmp_path):
