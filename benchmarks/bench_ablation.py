@@ -99,24 +99,38 @@ def run(name: str, seed: int, args: argparse.Namespace) -> dict:
     return {"config": name, "seed": seed, **scores, "pretrain_s": pretrain_s, "total_s": time.perf_counter() - started}
 
 
-def table(rows: list[dict]) -> str:
-    order = ["random init", *CONFIGS]
+def welch_t(a: list[float], b: list[float]) -> float:
+    """Welch's t for mean(a) − mean(b): how many standard errors apart the two seed samples are."""
+    se = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
+    return (statistics.mean(a) - statistics.mean(b)) / se if se > 0 else float("nan")
+
+
+def table(rows: list[dict], reference: str = "random") -> str:
+    """Markdown: mean ± sample sd over seeds, each seed, and the difference from ``reference`` with Welch's t."""
+
+    def scores(name: str, key: str) -> list[float]:
+        return [100 * r[key] for r in sorted((r for r in rows if r["config"] == name), key=lambda r: r["seed"])]
+
     lines = [
-        "| configuration | linear probe % mean ± sd | fine-tune % mean ± sd | linear per seed | fine-tune per seed"
-        " | pre-train s (mean) |",
-        "| --- | ---: | ---: | --- | --- | ---: |",
+        f"| configuration | linear % mean ± sd | per seed | Δ vs {reference} (t) "
+        f"| fine-tune % mean ± sd | per seed | Δ vs {reference} (t) | pre-train s |",
+        "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: |",
     ]
-    for name in order:
-        mine = sorted((r for r in rows if r["config"] == name), key=lambda r: r["seed"])
-        if not mine:
+    for name in ["random init", *CONFIGS]:
+        if not scores(name, "linear"):
             continue
         cells = []
         for key in ("linear", "finetune"):
-            values = [100 * r[key] for r in mine]
+            values, base = scores(name, key), scores(reference, key)
             sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-            cells.append((f"{statistics.mean(values):.1f} ± {sd:.1f}", ", ".join(f"{v:.1f}" for v in values)))
-        seconds = statistics.mean(r["pretrain_s"] for r in mine)
-        lines.append(f"| {name} | {cells[0][0]} | {cells[1][0]} | {cells[0][1]} | {cells[1][1]} | {seconds:.0f} |")
+            delta = (
+                ""
+                if name == reference or len(base) < 2 or len(values) < 2
+                else (f"{statistics.mean(values) - statistics.mean(base):+.1f} ({welch_t(values, base):+.1f})")
+            )
+            cells += [f"{statistics.mean(values):.1f} ± {sd:.1f}", ", ".join(f"{v:.1f}" for v in values), delta]
+        seconds = statistics.mean(r["pretrain_s"] for r in rows if r["config"] == name)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds:.0f} |")
     return "\n".join(lines)
 
 
