@@ -96,7 +96,10 @@ def run(name: str, seed: int, args: argparse.Namespace) -> dict:
             model = pretrain(recipe(name, args.steps, args.batch, seed, args.device), data=args.train, out=out).model
     pretrain_s = time.perf_counter() - started
     scores = probe_model(model, args.train, args.test, None, ["linear", "finetune"], args.finetune_epochs, seed)
-    return {"config": name, "seed": seed, **scores, "pretrain_s": pretrain_s, "total_s": time.perf_counter() - started}
+    return {
+        "config": name, "seed": seed, "steps": 0 if name == "random init" else args.steps,
+        **scores, "pretrain_s": pretrain_s, "total_s": time.perf_counter() - started,
+    }  # fmt: skip
 
 
 def welch_t(a: list[float], b: list[float]) -> float:
