@@ -45,7 +45,7 @@ from PIL import Image
 
 from mimsdk.config import DataConfig, ModelConfig, adapter_options, choice
 from mimsdk.data import DataError, normalisation
-from mimsdk.labels import read_label_csv
+from mimsdk.labels import label_files
 from mimsdk.picture import grid
 
 log = logging.getLogger(__name__)
@@ -510,7 +510,7 @@ class MedicalAdapter:
             )
         if not items:
             raise DataError(f"{root} holds no medical images; expected NIfTI, DICOM, PNG/JPEG or .npz files")
-        classes = _attach_labels(items, data.labels)
+        classes = _attach_labels(items, root, data.labels)
         prepared = self._cached(items, prepare, opts, root, data)
         bad: list[str] = []  # one message per bad file (or npz array)
         skip: set[int] = set()
@@ -654,19 +654,13 @@ class MedicalAdapter:
         return None
 
 
-def _attach_labels(items: list[dict[str, Any]], labels_csv: str | None) -> list[str]:
-    """Labels from npz arrays or a CSV (``path,label``), as indices into the returned class names."""
+def _attach_labels(items: list[dict[str, Any]], root: Path, labels_csv: str | None) -> list[str]:
+    """Labels from a CSV (``path,label``) for files, from their own arrays for npz entries, as class indices."""
     if labels_csv:
-        table = read_label_csv(labels_csv)
-        names = []
-        for item in items:
-            name = table.get(Path(item["src"]).resolve())
-            if name is None and "npz" not in item:
-                raise DataError(f"{item['src']} has no row in labels file {labels_csv}")
-            names.append(name)
-        classes = sorted(set(table.values()))  # the whole CSV's, so train and held-out folders agree
-        for item, name in zip(items, names):
-            item["label"] = classes.index(name) if name is not None else item.get("label", -1)
+        files = [item for item in items if "npz" not in item]  # npz entries keep the labels their arrays give
+        labels, classes = label_files([Path(item["src"]) for item in files], root, labels_csv)
+        for item, label in zip(files, labels):
+            item["label"] = label
         return classes
     values = sorted({item.get("label", -1) for item in items} - {-1})
     for item in items:

@@ -35,7 +35,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mimsdk.config import ConfigError, DataConfig, ModelConfig, adapter_options, choice
-from mimsdk.data import DataError
+from mimsdk.data import DataError, normalisation
 from mimsdk.labels import label_files
 from mimsdk.picture import grid
 
@@ -288,9 +288,7 @@ class VideoAdapter:
             raise DataError(f"model.input_size {model.input_size} is not 3D (frames, height, width) as video needs")
         if model.in_chans != 3:
             raise DataError(f"model.in_chans is {model.in_chans}; video clips are RGB (3 channels)")
-        mean, std = data.mean or IMAGENET_MEAN, data.std or IMAGENET_STD
-        if len(mean) != 3 or len(std) != 3:
-            raise DataError(f"data.mean and data.std need 3 values each; got {mean} and {std}")
+        mean, std = normalisation(data.mean, data.std, 3, IMAGENET_MEAN, IMAGENET_STD)
         return options, mean, std
 
     def scan(self, path: str | Path, data: DataConfig, model: ModelConfig) -> Scan:
