@@ -8,9 +8,7 @@ are found before training: one warning each, naming the file, and a count; in
 
 from __future__ import annotations
 
-import logging
-import warnings
-from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +17,25 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
+from mimsdk.adapter import Adapter, ScanPolicy, grey_out, unnormalise
 from mimsdk.config import DataConfig, ModelConfig
-from mimsdk.data import DataError, normalisation
+from mimsdk.data import normalisation
+from mimsdk.errors import DataError
 from mimsdk.labels import label_files
-from mimsdk.picture import grid
-
-log = logging.getLogger(__name__)
+from mimsdk.registry import ADAPTERS
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+POLICY = ScanPolicy(unit="files", unusable="unreadable", threads=8)
 
 
 def _installed_sample() -> Path:
-    """The sample as installed (editable or wheel) beside the mimsdk package."""
-    import mimsdk
+    """The sample as installed (editable or wheel) beside the mimsdk package.
 
-    return Path(mimsdk.__file__).parent / "sample" / "images"
+    Found through importlib's resources rather than ``import mimsdk``: an adapter never imports the
+    application layer that reaches it.
+    """
+    return Path(str(resources.files("mimsdk"))) / "sample" / "images"
 
 
 def check_image(path: Path) -> str | None:
@@ -49,35 +50,24 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+def _probe(path: Path) -> Path:
+    reason = check_image(path)
+    if reason:
+        raise DataError(f"{path}: {reason}")
+    return path
+
+
 def scan_folder(
     root: str | Path, labels_csv: str | Path | None = None, strict: bool = False
 ) -> tuple[list[Path], list[int], list[str]]:
     """Readable images under ``root`` with their labels (-1 when unlabelled) and the class names.
 
-    Raises DataError for a missing or empty folder, or (``strict``) any unreadable file.
+    Every file is decoded once (:class:`~mimsdk.adapter.ScanPolicy`). Raises DataError for
+    a missing or empty folder, or (``strict``) any unreadable file.
     """
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"data path {root} does not exist")
-    files = (
-        [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    )
-    if not files:
-        raise DataError(f"data folder {root} holds no files; expected images (JPEG, PNG, ...)")
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        reasons = list(pool.map(check_image, files))
-    bad = [(f, r) for f, r in zip(files, reasons) if r]
-    if bad and strict:
-        f, r = bad[0]
-        raise DataError(f"{f}: {r} (strict mode; {len(bad)} unreadable file(s) in {root})")
-    for f, r in bad:
-        warnings.warn(f"skipping {f}: {r}", stacklevel=2)
-    good = [f for f, r in zip(files, reasons) if not r]
-    if bad:
-        warnings.warn(f"skipped {len(bad)} of {len(files)} files in {root}; training on {len(good)}", stacklevel=2)
-    if not good:
-        raise DataError(f"data folder {root} holds no readable images ({len(bad)} unreadable files)")
-
+    files = POLICY.walk(root, "files; expected images (JPEG, PNG, ...)")
+    good = [path for path, _ in POLICY.check(root, files, _probe, strict)]
     labels, classes = label_files(good, root, labels_csv)
     return good, labels, classes
 
@@ -103,19 +93,16 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.transform(img), self.labels[index]
 
 
-class ImagesAdapter:
-    name = "images"
+@ADAPTERS.register("images")
+class ImagesAdapter(Adapter):
+    """Natural images: RGB (``model.in_chans`` 3) or grayscale (1), MAE's random resized crop and flip."""
 
-    def __init__(self) -> None:
-        # A run asks for the training and the evaluation view of one folder: scan
-        # (and warn about) its files once.
-        self._scans: dict[tuple, tuple[list[Path], list[int], list[str]]] = {}
+    name = "images"
+    uses = ("crop_scale", "hflip", "mean", "std")
+    policy = POLICY
 
     def scan(self, path: str | Path, data: DataConfig) -> tuple[list[Path], list[int], list[str]]:
-        key = (str(Path(path).resolve()), data.labels, data.strict)
-        if key not in self._scans:
-            self._scans[key] = scan_folder(path, data.labels, data.strict)
-        return self._scans[key]
+        return self.remember(path, data, None, lambda: scan_folder(path, data.labels, data.strict))
 
     def _stats(self, data: DataConfig, model: ModelConfig) -> tuple[list[float], list[float]]:
         if model.in_chans not in (1, 3):
@@ -133,44 +120,33 @@ class ImagesAdapter:
         mean, std = self._stats(data, model)
         size = list(model.input_size)
         if train:
-            steps = [
-                v2.RandomResizedCrop(size, scale=tuple(data.crop_scale), interpolation=v2.InterpolationMode.BICUBIC)
-            ]
-            steps += [v2.RandomHorizontalFlip()] if data.hflip else []
+            bicubic = v2.InterpolationMode.BICUBIC
+            steps = [v2.RandomResizedCrop(size, scale=self.crop_scale(data), interpolation=bicubic)]
+            steps += [v2.RandomHorizontalFlip()] if self.hflip(data) else []
         else:
             steps = [v2.Resize(min(size), interpolation=v2.InterpolationMode.BICUBIC), v2.CenterCrop(size)]
         return v2.Compose([v2.PILToTensor(), *steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
-    def dataset(self, path: str | Path, data: DataConfig, model: ModelConfig, train: bool) -> ImageDataset:
+    def build(self, path: Path, data: DataConfig, model: ModelConfig, opts: None, train: bool) -> ImageDataset:
         files, labels, classes = self.scan(path, data)
         return ImageDataset(files, labels, classes, self.transform(data, model, train), model.in_chans)
 
-    def metadata(self, data: DataConfig, model: ModelConfig) -> dict[str, Any]:
+    def describe(self, data: DataConfig, model: ModelConfig, opts: None) -> dict[str, Any]:
         mean, std = self._stats(data, model)
         names = ["red", "green", "blue"] if model.in_chans == 3 else ["gray"]
         return {"channel_names": names, "mean": mean, "std": std}
 
-    def picture(self, recon: dict[str, torch.Tensor], model: ModelConfig) -> Image.Image:
-        """Rows of samples; columns original | masked | reconstruction."""
-        meta = model.metadata
-        mean = torch.tensor(meta.get("mean", [0.0] * model.in_chans)).view(-1, 1, 1)
-        std = torch.tensor(meta.get("std", [1.0] * model.in_chans)).view(-1, 1, 1)
+    def picture_rows(self, recon: dict[str, torch.Tensor], model: ModelConfig, index: int) -> list[list[np.ndarray]]:
+        """One row per sample: original | masked (grey patches) | reconstruction."""
 
         def show(t: torch.Tensor, masked: torch.Tensor | None = None) -> np.ndarray:
-            img = (t.detach().float().cpu() * std + mean).permute(1, 2, 0).numpy()
-            if masked is not None:  # grey out masked patches
-                m = masked.detach().float().cpu()[0].numpy()[..., None]
-                img = img * (1 - m) + 0.5 * m
+            img = unnormalise(t, model).permute(1, 2, 0).numpy()
+            if masked is not None:
+                img = grey_out(img, masked.detach().float().cpu()[0].numpy()[..., None])
             return img[..., 0] if img.shape[2] == 1 else img
 
-        rows = [
-            [show(recon["input"][i]), show(recon["input"][i], recon["mask"][i]), show(recon["reconstruction"][i])]
-            for i in range(recon["input"].shape[0])
-        ]
-        return grid(rows, ["original", "masked", "reconstruction"])
+        x = recon["input"][index]
+        return [[show(x), show(x, recon["mask"][index]), show(recon["reconstruction"][index])]]
 
     def sample_path(self) -> Path:
         return _installed_sample()
-
-
-ADAPTER = ImagesAdapter()

@@ -16,7 +16,8 @@ training (torch's generator, which :class:`mimsdk.data.SeededDataset` seeds per 
 resume is exact), farthest point sampling for evaluation. A cloud with fewer than N points
 (but at least the tokenizer's G and K) is filled up by repeating random points of its own.
 Training then scales each axis by U(2/3, 3/2) and shifts it by U(-0.2, 0.2) (Point-MAE's
-pre-training augmentation) and, if ``rotate`` is set, turns it about the up axis.
+pre-training augmentation) and, if ``rotate`` is set, turns it about the up axis (``data.options.up_axis``,
+stored with the model and read back for its pictures and further training).
 
 Items are ``(tensor N×3 float32, label)``; labels come from ``data.labels`` (CSV ``path,label``,
 paths relative to the CSV) or from class sub-folders. Every file is read once before training:
@@ -28,7 +29,6 @@ per file, which is then skipped.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,12 @@ import open3d as o3d
 import torch
 from PIL import Image
 
-from mimsdk.config import ConfigError, DataConfig, ModelConfig, adapter_options, from_mapping
-from mimsdk.data import DataError
+from mimsdk.adapter import Adapter, ScanPolicy
+from mimsdk.config import DataConfig, ModelConfig, from_mapping
+from mimsdk.errors import ConfigError, DataError
 from mimsdk.labels import label_files
-from mimsdk.point_tokenizer import PointGroupOptions, farthest_point_sample
+from mimsdk.registry import ADAPTERS
+from mimsdk.variants.point_groups import PointGroupOptions, farthest_point_sample
 
 CLOUD_SUFFIXES = (".ply", ".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts")
 TEXT_SUFFIXES = (".txt",)
@@ -49,6 +51,8 @@ ARRAY_SUFFIXES = (".npy",)
 MESH_SUFFIXES = (".off", ".obj", ".stl")
 SUFFIXES = CLOUD_SUFFIXES + TEXT_SUFFIXES + ARRAY_SUFFIXES + MESH_SUFFIXES
 AXES = {"x": 0, "y": 1, "z": 2}
+# open3d's verbosity and mesh-sampling seed are global to the process: files are read one after the other.
+POLICY = ScanPolicy(threads=1)
 
 
 @dataclass
@@ -65,9 +69,8 @@ class PointCloudOptions:
     mesh_seed: int = 0  # open3d's seed for mesh surface sampling
 
 
-def options(data: DataConfig) -> PointCloudOptions:
-    """``data.options`` checked, errors naming ``data.options.<key>``."""
-    opts = adapter_options(PointCloudOptions, data)
+def check_pointcloud_options(opts: PointCloudOptions) -> PointCloudOptions:
+    """Ranges :func:`~mimsdk.config.adapter_options` does not check; errors name ``data.options.<key>``."""
     if opts.up_axis not in AXES:
         raise ConfigError(f"data.options.up_axis: {opts.up_axis!r} is not allowed; expected one of x, y, z")
     if len(opts.scale) != 2 or not 0 < opts.scale[0] <= opts.scale[1]:
@@ -161,45 +164,25 @@ def _num_points(model: ModelConfig) -> int:
     return model.input_size[0]
 
 
-def scan_files(root: str | Path, data: DataConfig, model: ModelConfig) -> tuple[list[Path], list[int], list[str]]:
-    """Usable point-cloud files under ``root`` with labels (-1 when unlabelled) and class names.
-
-    Every file is read: unusable ones are a DataError (``data.strict``) or a warning each, then skipped.
-    """
-    opts = options(data)
+def scan_files(
+    root: str | Path, data: DataConfig, model: ModelConfig, opts: PointCloudOptions
+) -> tuple[list[Path], list[int], list[str]]:
+    """Usable point-cloud files under ``root`` (a labels CSV beside them left out) with labels (-1 when
+    unlabelled) and class names. Every file is read once (:class:`~mimsdk.adapter.ScanPolicy`)."""
     groups, group_size = _group_needs(model)
     need = max(groups, group_size)
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"data path {root} does not exist")
-    if root.is_file():
-        files = [root]
-    else:
-        files = sorted(
-            p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() != ".csv"
-        )
-    if not files:
-        raise DataError(f"data folder {root} holds no files; expected point clouds ({', '.join(SUFFIXES)})")
-    good, bad = [], []
-    for path in files:
-        try:
-            count = len(read_points(path, opts.mesh_samples, opts.mesh_seed))
-            if count < need:
-                raise DataError(
-                    f"{path}: {count} points, fewer than the tokenizer's {groups} groups of {group_size} points need"
-                )
-        except DataError as err:
-            if data.strict:
-                raise DataError(f"{err} (strict mode)") from err
-            bad.append(str(err))
-            continue
-        good.append(path)
-    for reason in bad:
-        warnings.warn(f"skipping {reason}", stacklevel=2)
-    if bad:
-        warnings.warn(f"skipped {len(bad)} of {len(files)} files in {root}; using {len(good)}", stacklevel=2)
-    if not good:
-        raise DataError(f"data path {root} holds no usable point clouds ({len(bad)} unusable files)")
+
+    def probe(path: Path) -> Path:
+        count = len(read_points(path, opts.mesh_samples, opts.mesh_seed))
+        if count < need:
+            raise DataError(
+                f"{path}: {count} points, fewer than the tokenizer's {groups} groups of {group_size} points need"
+            )
+        return path
+
+    files = POLICY.walk(root, f"point clouds ({', '.join(SUFFIXES)})", lambda p: p.suffix.lower() != ".csv")
+    good = [path for path, _ in POLICY.check(root, files, probe, data.strict)]
     labels, classes = label_files(good, root, data.labels)
     return good, labels, classes
 
@@ -281,7 +264,9 @@ def _views(recon: dict[str, torch.Tensor], model: ModelConfig) -> tuple[np.ndarr
     return masked.numpy(), pred.numpy(), mask.numpy()
 
 
-def picture(recon: dict[str, torch.Tensor], model: ModelConfig, max_samples: int = 4) -> Image.Image:
+def picture(
+    recon: dict[str, torch.Tensor], model: ModelConfig, max_samples: int = 4, up_axis: str = "y"
+) -> Image.Image:
     """Rows of samples; columns input | visible groups | reconstruction (masked groups predicted, in red).
 
     3D scatter plots through matplotlib's Agg backend, viewed from the same angle.
@@ -294,7 +279,7 @@ def picture(recon: dict[str, torch.Tensor], model: ModelConfig, max_samples: int
     rows = min(max_samples, inputs.shape[0])
     fig = Figure(figsize=(9, 3 * rows), dpi=80)
     FigureCanvasAgg(fig)
-    up = AXES[model.metadata.get("up_axis", "y")]
+    up = AXES[up_axis]
     order = [i for i in range(3) if i != up] + [up]  # matplotlib's z is up
     for r in range(rows):
         shown = mask[r] < 0.5
@@ -350,41 +335,35 @@ def write_reconstruction(recon: dict[str, torch.Tensor], model: ModelConfig, fol
     return paths
 
 
-class PointCloudAdapter:
+@ADAPTERS.register("pointcloud")
+class PointCloudAdapter(Adapter):
+    """Point clouds N×3 (``model.input_size`` is ``[N, 3]``) for the ``point_groups`` tokenizer."""
+
     name = "pointcloud"
+    Options = PointCloudOptions
+    stored = ("up_axis",)  # pictures and rotations turn about the axis the training data stood on
+    policy = POLICY
 
-    def __init__(self) -> None:
-        # The training and evaluation views of one folder share one scan (and one set of warnings).
-        self._scans: dict[tuple, tuple[list[Path], list[int], list[str]]] = {}
+    def check_options(self, opts: PointCloudOptions, model: ModelConfig | None) -> PointCloudOptions:
+        return check_pointcloud_options(opts)
 
-    def scan(self, path: str | Path, data: DataConfig, model: ModelConfig) -> tuple[list[Path], list[int], list[str]]:
-        key = (
-            str(Path(path).resolve()),
-            data.labels,
-            data.strict,
-            repr(sorted(data.options.items())),
-            repr(sorted(model.tokenizer_options.items())),
-        )
-        if key not in self._scans:
-            self._scans[key] = scan_files(path, data, model)
-        return self._scans[key]
+    def scan(
+        self, path: str | Path, data: DataConfig, model: ModelConfig, opts: PointCloudOptions
+    ) -> tuple[list[Path], list[int], list[str]]:
+        extra = (repr(opts), _group_needs(model))
+        return self.remember(path, data, extra, lambda: scan_files(path, data, model, opts))
 
-    def dataset(self, path: str | Path, data: DataConfig, model: ModelConfig, train: bool) -> PointCloudDataset:
+    def build(
+        self, path: Path, data: DataConfig, model: ModelConfig, opts: PointCloudOptions, train: bool
+    ) -> PointCloudDataset:
         _group_needs(model)
         num_points = _num_points(model)
-        opts = options(data)
-        files, labels, classes = self.scan(path, data, model)
+        files, labels, classes = self.scan(path, data, model, opts)
         return PointCloudDataset(files, labels, classes, num_points, opts, train)
 
-    def metadata(self, data: DataConfig, model: ModelConfig) -> dict[str, Any]:
-        opts = options(data)
+    def describe(self, data: DataConfig, model: ModelConfig, opts: PointCloudOptions) -> dict[str, Any]:
+        # "up_axis" stays at the top level for readers of older metadata.
         return {"points": _num_points(model), "up_axis": opts.up_axis, "normalisation": "unit_sphere"}
 
     def picture(self, recon: dict[str, torch.Tensor], model: ModelConfig) -> Image.Image:
-        return picture(recon, model)
-
-    def sample_path(self) -> Path | None:
-        return None
-
-
-ADAPTER = PointCloudAdapter()
+        return picture(recon, model, up_axis=self.trained_options(model).up_axis)

@@ -13,16 +13,16 @@ needs follows ``data.options.short_clip``: ``loop`` (play again from the start),
 ``pad`` (repeat the last frame) or ``error`` (the file counts as unusable); each
 short file is named once with the frames it has and the frames it needs.
 
-Recipe keys of this adapter live under ``data.options`` (:class:`VideoOptions`).
+Recipe keys of this adapter live under ``data.options`` (:class:`VideoOptions`); ``stride`` and
+``short_clip`` are stored with the model and read back with it, so ``embed`` and ``probe`` sample clips
+as pre-training did.
 Labels come from class sub-folders or ``data.labels``, a CSV with columns
 ``path`` and ``label``, paths relative to the CSV's folder (:mod:`mimsdk.labels`).
 """
 
 from __future__ import annotations
 
-import logging
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,18 +34,20 @@ from PIL import Image, ImageDraw
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from mimsdk.config import ConfigError, DataConfig, ModelConfig, adapter_options, choice
-from mimsdk.data import DataError, normalisation
+from mimsdk.adapter import COLUMNS, Adapter, ScanPolicy, grey_out, unnormalise
+from mimsdk.config import DataConfig, ModelConfig, choice
+from mimsdk.data import normalisation
+from mimsdk.errors import ConfigError, DataError
 from mimsdk.labels import label_files
 from mimsdk.picture import grid
-
-log = logging.getLogger(__name__)
+from mimsdk.registry import ADAPTERS
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 PICTURE_SAMPLES = 4  # clips in a reconstruction picture: each takes three rows
 PICTURE_FRAMES = 8  # frames per row at most
 MIN_CELL = 96  # frames are enlarged to at least this many pixels so tubelets stay visible
+POLICY = ScanPolicy(unit="videos")
 
 
 @dataclass
@@ -60,15 +62,19 @@ class VideoOptions:
     extensions: list[str] = field(default_factory=lambda: [".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"])
 
 
-def video_options(data: DataConfig) -> VideoOptions:
-    """``data.options`` checked: types and names by :func:`adapter_options`, ranges here."""
-    options = adapter_options(VideoOptions, data)
+def check_video_options(options: VideoOptions) -> VideoOptions:
+    """Ranges :func:`~mimsdk.config.adapter_options` does not check; extensions made lower-case ``.ext``."""
     for key in ("stride", "threads", "clips_per_video", "short_side"):
         value = getattr(options, key)
         if value is not None and value < 1:
             raise ConfigError(f"data.options.{key}: must be at least 1, got {value}")
     options.extensions = [e.lower() if e.startswith(".") else f".{e.lower()}" for e in options.extensions]
     return options
+
+
+def video_options(data: DataConfig, model: ModelConfig | None = None) -> VideoOptions:
+    """``data.options`` (over those stored with ``model``) checked, as the video adapter reads them."""
+    return VideoAdapter().options(data, model)
 
 
 @dataclass
@@ -82,30 +88,32 @@ class VideoInfo:
     width: int
 
 
-def probe_video(path: Path) -> VideoInfo | str:
-    """Open ``path`` once with decord: its facts, or the reason it cannot be used.
+def probe_video(path: Path) -> VideoInfo:
+    """Open ``path`` once with decord: its facts, or a DataError naming it and why it cannot be used.
 
     The first and the last frame are decoded, so a header that opens over a
     truncated stream is caught here rather than in the middle of training.
     """
     if path.stat().st_size == 0:
-        return "empty file (0 bytes)"
+        raise DataError(f"{path}: empty file (0 bytes)")
     try:
         reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
     except (DECORDError, RuntimeError) as err:
         text = str(err)
         if "cannot find video stream" in text:
-            return "no video stream (audio only, or not a video)"
-        return f"cannot be opened as a video: corrupt or unsupported header ({text.splitlines()[0][:120]})"
+            raise DataError(f"{path}: no video stream (audio only, or not a video)") from err
+        first = text.splitlines()[0][:120]
+        raise DataError(f"{path}: cannot be opened as a video: corrupt or unsupported header ({first})") from err
     try:
         count = len(reader)
         if count == 0:
-            return "the video stream has no frames"
+            raise DataError(f"{path}: the video stream has no frames")
         height, width, _ = reader[0].shape
         reader[count - 1].asnumpy()
         fps = float(reader.get_avg_fps())
     except (DECORDError, RuntimeError) as err:
-        return f"frames cannot be decoded: truncated or corrupt stream ({str(err).splitlines()[0][:120]})"
+        first = str(err).splitlines()[0][:120]
+        raise DataError(f"{path}: frames cannot be decoded: truncated or corrupt stream ({first})") from err
     return VideoInfo(path, count, fps, height, width)
 
 
@@ -189,45 +197,22 @@ def scan_videos(
 
     Files without a video extension (``options.extensions``) are left out, with
     one log line. Raises DataError for a missing path, no video files, no usable
-    video, or in strict mode the first unusable one.
+    video, or in strict mode the first unusable one (:class:`~mimsdk.adapter.ScanPolicy`).
     """
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"data path {root} does not exist")
-    if root.is_file():
-        files = [root]
-    else:
-        found = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-        files = [p for p in found if p.suffix.lower() in options.extensions]
-        if len(files) < len(found):
-            log.info("%s: left out %d files without a video extension", root, len(found) - len(files))
-    if not files:
-        raise DataError(f"data path {root} holds no video files ({', '.join(options.extensions)})")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        probes = list(pool.map(probe_video, files))
-
+    wanted = f"video files ({', '.join(options.extensions)})"
+    files = POLICY.walk(root, wanted, lambda p: p.suffix.lower() in options.extensions)
     span = clip_span(frames, options.stride)
-    bad: list[tuple[Path, str]] = []
-    videos, short = [], []
-    for path, probe in zip(files, probes):
-        if isinstance(probe, str):
-            bad.append((path, probe))
-        elif probe.frames < span and options.short_clip == "error":
-            bad.append((path, f"{probe.frames} frames, fewer than the {span} a clip of {frames} frames at stride "
-                               f"{options.stride} needs (data.options.short_clip=error)"))  # fmt: skip
-        else:
-            videos.append(probe)
-            if probe.frames < span:
-                short.append(path)
-    if bad and strict:
-        path, reason = bad[0]
-        raise DataError(f"{path}: {reason} (strict mode; {len(bad)} unusable file(s) in {root})")
-    for path, reason in bad:
-        warnings.warn(f"skipping {path}: {reason}", stacklevel=2)
-    if bad:
-        warnings.warn(f"skipped {len(bad)} of {len(files)} videos in {root}; training on {len(videos)}", stacklevel=2)
-    if not videos:
-        raise DataError(f"data path {root} holds no usable videos ({len(bad)} unusable files)")
+
+    def probe(path: Path) -> VideoInfo:
+        info = probe_video(path)
+        if info.frames < span and options.short_clip == "error":
+            raise DataError(f"{path}: {info.frames} frames, fewer than the {span} a clip of {frames} frames at "
+                            f"stride {options.stride} needs (data.options.short_clip=error)")  # fmt: skip
+        return info
+
+    videos = [info for _, info in POLICY.check(root, files, probe, strict)]
+    short = [info.path for info in videos if info.frames < span]
     action = {"loop": "looping from the start", "pad": "repeating the last frame"}.get(options.short_clip)
     for info in videos:
         if info.path in short:
@@ -275,56 +260,53 @@ class VideoDataset(torch.utils.data.Dataset):
         return clip.permute(1, 0, 2, 3).contiguous().as_subclass(torch.Tensor), self.labels[video]
 
 
-class VideoAdapter:
+@ADAPTERS.register("video")
+class VideoAdapter(Adapter):
+    """Video clips C×T×H×W (``model.input_size`` is frames, height, width), VideoMAE's sampling and crops."""
+
     name = "video"
+    Options = VideoOptions
+    uses = ("crop_scale", "hflip", "mean", "std")
+    # How clips were sampled from the files: read back at embed/probe time (a stride-2 model reads stride 2).
+    stored = ("stride", "short_clip")
+    policy = POLICY
 
-    def __init__(self) -> None:
-        # A run builds the training and the evaluation view of one folder: scan (and warn) once.
-        self._scans: dict[tuple, Scan] = {}
+    def check_options(self, opts: VideoOptions, model: ModelConfig | None) -> VideoOptions:
+        return check_video_options(opts)
 
-    def _check(self, data: DataConfig, model: ModelConfig) -> tuple[VideoOptions, list[float], list[float]]:
-        options = video_options(data)
+    def _check(self, data: DataConfig, model: ModelConfig) -> tuple[list[float], list[float]]:
         if len(model.input_size) != 3:
             raise DataError(f"model.input_size {model.input_size} is not 3D (frames, height, width) as video needs")
         if model.in_chans != 3:
             raise DataError(f"model.in_chans is {model.in_chans}; video clips are RGB (3 channels)")
-        mean, std = normalisation(data.mean, data.std, 3, IMAGENET_MEAN, IMAGENET_STD)
-        return options, mean, std
+        return normalisation(data.mean, data.std, 3, IMAGENET_MEAN, IMAGENET_STD)
 
-    def scan(self, path: str | Path, data: DataConfig, model: ModelConfig) -> Scan:
-        options = video_options(data)
+    def scan(self, path: str | Path, data: DataConfig, model: ModelConfig, options: VideoOptions) -> Scan:
         frames = model.input_size[0]
-        key = (str(Path(path).resolve()), data.labels, data.strict, frames, options.stride, options.short_clip,
-               tuple(options.extensions))  # fmt: skip
-        if key not in self._scans:
-            self._scans[key] = scan_videos(path, frames, options, data.labels, data.strict)
-        return self._scans[key]
+        extra = (frames, options.stride, options.short_clip, tuple(options.extensions))
+        return self.remember(path, data, extra, lambda: scan_videos(path, frames, options, data.labels, data.strict))
 
     def transform(self, data: DataConfig, model: ModelConfig, train: bool) -> v2.Compose:
-        _, mean, std = self._check(data, model)
+        mean, std = self._check(data, model)
         size = list(model.input_size[1:])
         bilinear = v2.InterpolationMode.BILINEAR  # VideoMAE's; bicubic costs more per frame for no gain here
         if train:
-            steps = [v2.RandomResizedCrop(size, scale=tuple(data.crop_scale), interpolation=bilinear, antialias=True)]
-            steps += [v2.RandomHorizontalFlip()] if data.hflip else []
+            crop = v2.RandomResizedCrop(size, scale=self.crop_scale(data), interpolation=bilinear, antialias=True)
+            steps = [crop, *([v2.RandomHorizontalFlip()] if self.hflip(data) else [])]
         else:
             steps = [v2.Resize(min(size), interpolation=bilinear, antialias=True), v2.CenterCrop(size)]
         return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
-    def dataset(self, path: str | Path, data: DataConfig, model: ModelConfig, train: bool) -> VideoDataset:
-        options, _, _ = self._check(data, model)
-        scan = self.scan(path, data, model)
-        return VideoDataset(scan, model.input_size[0], options, self.transform(data, model, train), train)
+    def build(self, path: Path, data: DataConfig, model: ModelConfig, opts: VideoOptions, train: bool) -> VideoDataset:
+        self._check(data, model)
+        scan = self.scan(path, data, model, opts)
+        return VideoDataset(scan, model.input_size[0], opts, self.transform(data, model, train), train)
 
-    def metadata(self, data: DataConfig, model: ModelConfig) -> dict[str, Any]:
-        options, mean, std = self._check(data, model)
-        return {
-            "channel_names": ["red", "green", "blue"],
-            "mean": mean,
-            "std": std,
-            "frames": model.input_size[0],
-            "stride": options.stride,
-        }
+    def describe(self, data: DataConfig, model: ModelConfig, opts: VideoOptions) -> dict[str, Any]:
+        mean, std = self._check(data, model)
+        # "frames" and "stride" stay at the top level for readers of older metadata (model cards).
+        names = ["red", "green", "blue"]
+        return {"channel_names": names, "mean": mean, "std": std, "frames": model.input_size[0], "stride": opts.stride}
 
     def picture(self, recon: dict[str, torch.Tensor], model: ModelConfig) -> Image.Image:
         """For each clip (up to 4), three rows: original, masked and reconstruction; columns are frames.
@@ -336,20 +318,13 @@ class VideoAdapter:
         rows: list[list[np.ndarray]] = []
         for i, (original, masked, rebuilt) in enumerate(strips["rows"][:PICTURE_SAMPLES]):
             h, w = original[0].shape[:2]
-            rows.append([_label(f"clip {i}\noriginal", h, w), *original])
-            rows.append([_label("masked", h, w), *masked])
-            rows.append([_label("reconstruction", h, w), *rebuilt])
+            rows.append([_label(f"clip {i}\n{COLUMNS[0]}", h, w), *original])
+            rows += [[_label(title, h, w), *strip] for title, strip in zip(COLUMNS[1:], (masked, rebuilt))]
         return grid(rows, ["", *[f"frame {t}" for t in strips["times"]]], min_cell=MIN_CELL)
-
-    def sample_path(self) -> Path | None:
-        return None
 
 
 def _strips(recon: dict[str, torch.Tensor], model: ModelConfig, every_frame: bool = False) -> dict[str, Any]:
     """Denormalised, enlarged H×W×3 frames per clip: original, masked (grey), reconstruction."""
-    meta = model.metadata
-    mean = torch.tensor(meta.get("mean", [0.0] * model.in_chans)).view(-1, 1, 1, 1)
-    std = torch.tensor(meta.get("std", [1.0] * model.in_chans)).view(-1, 1, 1, 1)
     frames = recon["input"].shape[2]
     step = model.patch_size[0]
     times = list(range(frames)) if every_frame else list(range(0, frames, step))
@@ -359,10 +334,9 @@ def _strips(recon: dict[str, torch.Tensor], model: ModelConfig, every_frame: boo
     scale = max(1, -(-MIN_CELL // max(height, width)))
 
     def show(clip: torch.Tensor, hidden: torch.Tensor | None = None) -> list[np.ndarray]:
-        video = (clip.detach().float().cpu() * std + mean).permute(1, 2, 3, 0).numpy()  # T×H×W×C
-        if hidden is not None:
-            m = hidden.detach().float().cpu()[0].numpy()[..., None]  # T×H×W×1, same plane in every step
-            video = video * (1 - m) + 0.5 * m
+        video = unnormalise(clip, model).permute(1, 2, 3, 0).numpy()  # T×H×W×C
+        if hidden is not None:  # T×H×W×1, the same plane in every step
+            video = grey_out(video, hidden.detach().float().cpu()[0].numpy()[..., None])
         video = video.repeat(scale, axis=1).repeat(scale, axis=2)
         return [video[t] for t in times]
 
@@ -387,10 +361,7 @@ def save_gif(recon: dict[str, torch.Tensor], model: ModelConfig, path: str | Pat
     pictures = []
     for t in range(len(strips["times"])):
         rows = [[original[t], masked[t], rebuilt[t]] for original, masked, rebuilt in strips["rows"][:PICTURE_SAMPLES]]
-        pictures.append(grid(rows, ["original", "masked", "reconstruction"], min_cell=MIN_CELL))
+        pictures.append(grid(rows, COLUMNS, min_cell=MIN_CELL))
     path = Path(path)
     pictures[0].save(path, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0)
     return path
-
-
-ADAPTER = VideoAdapter()

@@ -67,7 +67,7 @@ def pages_per_second(pages: list, color: str, workers: int, repeats: int, rounds
 
 
 def cached_items_per_second(data_path: Path, recipe, repeats: int, rounds: int) -> float:
-    from mimsdk.adapters import get_adapter
+    from mimsdk.adapter import get_adapter
 
     ds = get_adapter("documents").dataset(data_path, recipe.data, recipe.model, train=True)
     for i in range(len(ds)):
@@ -84,7 +84,7 @@ def cached_items_per_second(data_path: Path, recipe, repeats: int, rounds: int) 
 
 def train_steps_per_second(args: argparse.Namespace) -> tuple[float, str]:
     recipe = load_recipe(args.recipe, {"data": {"path": str(args.data)}})
-    from mimsdk.adapters import get_adapter
+    from mimsdk.adapter import get_adapter
 
     view = SeededDataset(get_adapter("documents").dataset(args.data, recipe.data, recipe.model, train=True), 0)
     x = torch.stack([view[(0, i % len(view))][0] for i in range(args.batch)])

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from mimsdk import DataConfig, MaskedAutoencoder, load_recipe
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.cli import probe_model
 from mimsdk.evaluate import masked_loss
 from mimsdk.hub.transformers_export import to_vitmae

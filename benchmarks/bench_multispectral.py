@@ -40,7 +40,7 @@ from rasterio.transform import from_origin
 from torch.utils.data import DataLoader
 
 from mimsdk import create_model
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.config import DataConfig, load_recipe
 
 BANDS = ["B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"]

@@ -36,7 +36,7 @@ import torch
 
 from mimsdk import create_model
 from mimsdk.config import load_recipe
-from mimsdk.point_tokenizer import farthest_point_sample, gather_points, knn_group
+from mimsdk.variants.point_groups import farthest_point_sample, gather_points, knn_group
 
 
 def timed(fn: Callable[[], object], device: torch.device, rounds: int, warmup: int) -> list[float]:

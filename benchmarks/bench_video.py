@@ -216,7 +216,7 @@ def training(args: argparse.Namespace, model_config: ModelConfig, short_side: in
             per_cpu[fraction].append(args.steps / cpu)
     ratio = statistics.median(a / b for a, b in zip(rates[0.5], rates[1.0]))
     cpu_ratio = statistics.median(a / b for a, b in zip(per_cpu[0.5], per_cpu[1.0]))
-    tokens = {f: contenders[f][0].num_decode if contenders[f][0].partial else None for f in contenders}
+    tokens = {f: getattr(contenders[f][0].decoding, "num_decode", None) for f in contenders}
     return {
         f: (
             statistics.median(rates[f]),

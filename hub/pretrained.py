@@ -1,4 +1,4 @@
-"""Model directories and the Hugging Face Hub: save, push, pull and load, through ``huggingface_hub``.
+"""Pretrained models: save with a card, push to the Hub, load from anywhere, pull a copy.
 
 A published model is mimsdk's own model directory (see :mod:`mimsdk.serialization`):
 
@@ -7,151 +7,52 @@ A published model is mimsdk's own model directory (see :mod:`mimsdk.serializatio
     model.safetensors    the weights (encoder and decoder, or the encoder alone when encoder_only)
     README.md            a model card; training_curve.png and reconstruction.png when a run is pushed
 
+:func:`load_model` is the one way to load: a run directory, a model directory or a Hub repo id.
+
 Rules kept here:
 
 - only safetensors are read and nothing is unpickled: a repo that offers only ``.bin``/``.pt``
-  weights is refused, saying why;
-- a directory is written completely or not at all (staged beside its target, then renamed), and a
-  pull downloads into a temporary folder that becomes the target only once its model loads;
+  weights is refused, saying why, before anything is downloaded;
+- a directory is written completely or not at all (:func:`mimsdk.atomic.atomic_dir`), and a pull
+  downloads into a temporary folder that becomes the target only once its model loads;
 - the token goes to ``huggingface_hub`` only: it is never logged, never written, and scrubbed from
-  any error message that would quote it;
-- the endpoint is ``HF_ENDPOINT`` as it is when a call is made (falling back to the client's
-  own setting), passed explicitly to every client call, so setting the variable after
-  ``huggingface_hub`` was imported still takes effect.
+  any error message that would quote it (:mod:`mimsdk.hub.client`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mimsdk.atomic import atomic_dir
+from mimsdk.errors import ConfigError
 from mimsdk.hub.card import CARD_NAME, CURVE_NAME, RECON_NAME, write_card
+from mimsdk.hub.client import check_repo_id, describe, endpoint, hub_errors, looks_local
+from mimsdk.hub.errors import HubError
 from mimsdk.model import MaskedAutoencoder
-from mimsdk.serialization import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, load_model, model_directory, save_model
+from mimsdk.serialization import (
+    CONFIG_NAME,
+    PICKLE_SUFFIXES,
+    WEIGHTS_NAME,
+    is_encoder_only,
+    model_directory,
+    read_model,
+    save_model,
+)
 
 log = logging.getLogger(__name__)
 
-# What a pull copies: the model, its card and the card's pictures. from_pretrained needs only the first two.
+# What a pull copies: the model, its card and the card's pictures. load_model needs only the first two.
 MODEL_FILES = [CONFIG_NAME, WEIGHTS_NAME]
 PULL_FILES = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, CURVE_NAME, RECON_NAME]
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class HubError(RuntimeError):
-    """A Hub repository that cannot be used, or a Hub that cannot be reached; the message says which and why."""
-
-
-def endpoint() -> str:
-    """The Hub endpoint: ``HF_ENDPOINT`` now, else what ``huggingface_hub`` read when imported."""
-    from huggingface_hub import constants
-
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-
-
-def _scrub(text: str, token: str | bool | None) -> str:
-    return text.replace(token, "***") if isinstance(token, str) and token else text
-
-
-@contextmanager
-def _hub_errors(what: str, repo_id: str, revision: str | None, token: str | bool | None) -> Iterator[None]:
-    """Turn the client's exceptions into one HubError naming the repo, the revision and the endpoint."""
-    import httpx2
-    from huggingface_hub import errors
-
-    url = endpoint()
-    rev = f" (revision {revision})" if revision else ""
-
-    def first_line(err: BaseException) -> str:
-        lines = [line for line in _scrub(str(err), token).splitlines() if line.strip()]
-        return f"{type(err).__name__}: {lines[0] if lines else ''}"
-
-    try:
-        yield
-    except HubError:
-        raise
-    except errors.RevisionNotFoundError:
-        raise HubError(f"{what}: repository {repo_id} at {url} has no revision {revision!r}") from None
-    except errors.RepositoryNotFoundError:
-        raise HubError(
-            f"{what}: repository {repo_id} not found at {url}, or it is private and the token (HF_TOKEN or "
-            "`hf auth login`) has no access to it"
-        ) from None
-    except errors.RemoteEntryNotFoundError as err:
-        raise HubError(f"{what}: a file is missing from {repo_id}{rev} at {url}: {first_line(err)}") from None
-    except errors.LocalEntryNotFoundError as err:
-        cause = err.__cause__ or err.__context__
-        if cause is None or isinstance(cause, errors.OfflineModeIsEnabled):
-            raise HubError(
-                f"{what}: {repo_id}{rev} is not in the local Hub cache, and downloads are off "
-                "(local_files_only or HF_HUB_OFFLINE=1)"
-            ) from None
-        raise HubError(f"{what}: cannot reach the Hugging Face Hub at {url}: {first_line(cause)}") from None
-    except (httpx2.TransportError, errors.OfflineModeIsEnabled) as err:
-        raise HubError(
-            f"{what}: cannot reach the Hugging Face Hub at {url} (HF_ENDPOINT, or the default): {first_line(err)}"
-        ) from None
-    except errors.HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else "?"
-        hint = "; log in with `hf auth login` or set HF_TOKEN (write access to push)" if status in (401, 403) else ""
-        raise HubError(
-            f"{what}: the Hub at {url} answered {status} for {repo_id}{rev}: {first_line(err)}{hint}"
-        ) from None
-
-
-def _check_repo_id(repo_id: str) -> None:
-    if not REPO_ID.match(repo_id):
-        raise HubError(f"{repo_id!r} is not a Hub repository id; expected 'user/name' (or 'organisation/name')")
-
-
-# -- saving -----------------------------------------------------------------------------------------
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Move the finished folder ``staging`` to ``target``.
-
-    A new target appears in one rename. Into an existing folder, files are renamed one by one with
-    config.json removed first and put back last, so an interrupted update never looks complete.
-    """
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    if not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory")
-    (target / CONFIG_NAME).unlink(missing_ok=True)
-    for item in sorted(staging.iterdir()):
-        if item.name != CONFIG_NAME:
-            os.replace(item, target / item.name)
-    os.replace(staging / CONFIG_NAME, target / CONFIG_NAME)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def publish_new(staging: Path, target: Path) -> None:
-    """Rename the finished folder ``staging`` to ``target``, which must be new or an empty folder."""
-    if target.exists():
-        if not target.is_dir() or any(target.iterdir()):
-            raise FileExistsError(f"{target} already exists and is not empty; choose a new directory")
-        target.rmdir()
-    os.replace(staging, target)
-
-
-@contextmanager
-def staging_dir(target: Path) -> Iterator[Path]:
-    """A temporary folder beside ``target`` (same file system, so renames are atomic), removed on failure."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+# -- saving and pushing -----------------------------------------------------------------------------
 
 
 def save_pretrained(
@@ -165,9 +66,15 @@ def save_pretrained(
     datasets: list[str] | None = None,
     history: list[dict[str, float]] | None = None,
 ) -> Path:
-    """Write ``model`` (config.json, model.safetensors) and its model card to ``directory``, atomically."""
+    """Write ``model`` (config.json, model.safetensors) and its model card (README.md) to ``directory``.
+
+    Written atomically: staged beside ``directory``, then renamed; an existing model directory is
+    updated with config.json put back last. ``encoder_only`` keeps the tokenizer, positions and
+    encoder. ``run_dir`` (a run directory) adds its recipe, training curve, kNN results and
+    reconstruction picture to the card; ``repo_id`` names the model in the card's snippets.
+    """
     directory = Path(directory)
-    with staging_dir(directory) as staging:
+    with atomic_dir(directory, replace=True, last=CONFIG_NAME) as staging:
         save_model(model, staging, encoder_only=encoder_only)
         write_card(
             model,
@@ -179,11 +86,7 @@ def save_pretrained(
             datasets=datasets,
             history=history,
         )
-        _publish(staging, directory)
     return directory
-
-
-# -- pushing ----------------------------------------------------------------------------------------
 
 
 def push_to_hub(
@@ -199,20 +102,19 @@ def push_to_hub(
     datasets: list[str] | None = None,
     commit_message: str | None = None,
 ) -> str:
-    """Publish ``model`` to ``repo_id`` in a single commit; returns the commit URL.
+    """Publish ``model`` to ``repo_id`` (created if needed) in a single commit; returns the commit URL.
 
-    One commit (``HfApi.create_commit``) rather than ``upload_folder``, whose pipeline may split a
-    folder into several commits: a reader never sees new weights with an old config.json.
+    ``revision`` names a branch (created from main if missing); ``private`` applies when the repo is
+    created. One commit (``HfApi.create_commit``) rather than ``upload_folder``, whose pipeline may
+    split a folder into several commits: a reader never sees new weights with an old config.json.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from mimsdk.serialization import is_encoder_only
-
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     encoder_only = encoder_only or is_encoder_only(model)
     api = HfApi(endpoint=endpoint(), token=token, library_name="mimsdk")
-    what = f"push to {repo_id}"
-    with _hub_errors(what, repo_id, revision, token):
+    kind = "encoder-only checkpoint" if encoder_only else "checkpoint"
+    with hub_errors(f"push to {repo_id}", repo_id, revision, token):
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         if revision not in (None, "main"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
@@ -229,7 +131,6 @@ def push_to_hub(
             # config.json last, so a reader of the commit's file list meets the weights first
             files = sorted(folder.iterdir(), key=lambda p: (p.name == CONFIG_NAME, p.name))
             operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in files]
-            kind = "encoder-only checkpoint" if encoder_only else "checkpoint"
             info = api.create_commit(
                 repo_id, operations, commit_message=commit_message or f"Upload mimsdk {kind}", revision=revision
             )
@@ -249,31 +150,29 @@ def push_directory(
     datasets: list[str] | None = None,
     commit_message: str | None = None,
 ) -> str:
-    """Push a run directory (its model, recipe, curve and pictures) or a model directory."""
+    """Push a run directory (its model, and its recipe, curve and pictures in the card) or a model directory."""
     path = Path(path)
     directory = model_directory(path)
-    run_dir = path if directory != path else None
-    model = load_model(directory)
     return push_to_hub(
-        model,
+        read_model(directory),
         repo_id,
         private=private,
         token=token,
         revision=revision,
         encoder_only=encoder_only,
-        run_dir=run_dir,
+        run_dir=path if directory != path else None,
         license=license,
         datasets=datasets,
         commit_message=commit_message,
     )
 
 
-# -- reading ----------------------------------------------------------------------------------------
+# -- reading and pulling ----------------------------------------------------------------------------
 
 
 def _check_files(repo_id: str, revision: str | None, files: list[str]) -> None:
     """Refuse a repo without config.json, or whose only weights are pickles; say why."""
-    where = f"{repo_id}" + (f" (revision {revision})" if revision else "") + f" at {endpoint()}"
+    where = describe(repo_id, revision)
     if CONFIG_NAME not in files:
         shown = ", ".join(sorted(files)[:8]) or "no files"
         raise HubError(f"{where} holds no {CONFIG_NAME}, so it is not a mimsdk model ({shown})")
@@ -310,10 +209,9 @@ def download(
     """
     from huggingface_hub import HfApi, constants, snapshot_download
 
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     offline = local_files_only or constants.is_offline_mode()
-    what = f"load {repo_id}"
-    with _hub_errors(what, repo_id, revision, token):
+    with hub_errors(f"load {repo_id}", repo_id, revision, token):
         if not offline:
             api = HfApi(endpoint=endpoint(), token=token, library_name="mimsdk")
             _check_files(repo_id, revision, _repo_files(api, repo_id, revision))
@@ -336,24 +234,18 @@ def download(
     return folder
 
 
-def _load_downloaded(repo_id: str, revision: str | None, folder: Path, device: str | torch.device = "cpu"):
-    """load_model on a downloaded folder, its errors naming the repo rather than a cache or temporary path."""
-    from mimsdk.config import ConfigError
-
+def _read_downloaded(
+    repo_id: str, revision: str | None, folder: Path, device: str | torch.device = "cpu"
+) -> MaskedAutoencoder:
+    """read_model on a downloaded folder, its errors naming the repo rather than a cache or temporary path."""
     try:
-        return load_model(folder, device=device)
+        return read_model(folder, device=device)
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        where = f"{repo_id}" + (f" (revision {revision})" if revision else "") + f" at {endpoint()}"
-        raise type(err)(f"{where}: {str(err).replace(str(folder) + '/', '')}") from None
+        raise type(err)(f"{describe(repo_id, revision)}: {str(err).replace(str(folder) + '/', '')}") from None
 
 
-def looks_local(path: str | Path) -> bool:
-    """True if ``path`` names something on disk, or cannot be a Hub repo id (``user/name``)."""
-    return isinstance(path, Path) or Path(path).expanduser().exists() or not REPO_ID.match(str(path))
-
-
-def load_pretrained(
-    path_or_repo: str | Path,
+def load_model(
+    path_or_repo_id: str | Path,
     *,
     revision: str | None = None,
     token: str | bool | None = None,
@@ -362,16 +254,19 @@ def load_pretrained(
     local_files_only: bool = False,
     device: str | torch.device = "cpu",
 ) -> MaskedAutoencoder:
-    """A model from a local model or run directory, or from a Hub repo id, in eval mode.
+    """A model from a run directory, a model directory or a Hub repo id (``"user/name"``), in eval mode.
 
     Anything that exists on disk, or cannot be a repo id, is read as a directory (a local folder
-    named like ``user/name`` wins over the Hub repo).
+    named like ``user/name`` wins over the Hub repo); ``revision``, ``token``, ``cache_dir``,
+    ``force_download`` and ``local_files_only`` apply to a Hub repo. Only config.json and
+    model.safetensors are read; a repo offering only pickled weights is refused.
     """
-    if looks_local(path_or_repo):
-        return load_model(Path(path_or_repo).expanduser(), device=device)
+    if looks_local(path_or_repo_id):
+        return read_model(Path(path_or_repo_id).expanduser(), device=device)
+    repo_id = str(path_or_repo_id)
     try:
         folder = download(
-            str(path_or_repo),
+            repo_id,
             revision=revision,
             token=token,
             cache_dir=cache_dir,
@@ -379,8 +274,8 @@ def load_pretrained(
             local_files_only=local_files_only,
         )
     except HubError as err:
-        raise HubError(f"{path_or_repo} is not a local directory, and {err}") from None
-    return _load_downloaded(str(path_or_repo), revision, folder, device)
+        raise HubError(f"{repo_id} is not a local directory, and {err}") from None
+    return _read_downloaded(repo_id, revision, folder, device)
 
 
 def pull(
@@ -398,9 +293,8 @@ def pull(
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise FileExistsError(f"{directory} already exists and is not empty; pull into a new directory")
-    with staging_dir(directory) as staging:
+    with atomic_dir(directory) as staging:
         download(repo_id, revision=revision, token=token, local_dir=staging, files=PULL_FILES)
         shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping for local_dir
-        _load_downloaded(repo_id, revision, staging)  # complete and consistent, or an error naming what is wrong
-        publish_new(staging, directory)
+        _read_downloaded(repo_id, revision, staging)  # complete and consistent, or an error naming what is wrong
     return directory

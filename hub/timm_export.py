@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from mimsdk.atomic import atomic_dir
+from mimsdk.hub.errors import ExportError, require_patch_tokenizer
 from mimsdk.model import MaskedAutoencoder
 from mimsdk.serialization import WEIGHTS_NAME
 
@@ -44,9 +46,11 @@ ARCHITECTURES = {
 
 
 def _check(model: MaskedAutoencoder) -> None:
+    """Refuse, before anything is written, a model timm's ViT cannot hold: other tokens than patches, not 2D."""
+    require_patch_tokenizer(model, "timm", "a timm ViT")
     cfg = model.config
     if len(cfg.input_size) != 2:
-        raise ValueError(
+        raise ExportError(
             f"timm's VisionTransformer takes 2D images; this model is {len(cfg.input_size)}D "
             f"(input_size {cfg.input_size}, patch_size {cfg.patch_size}), so it has no timm export"
         )
@@ -128,9 +132,10 @@ def timm_state_dict(model: MaskedAutoencoder) -> dict[str, torch.Tensor]:
 
 
 def export_timm(model: MaskedAutoencoder, out_dir: str | Path) -> Path:
-    """Write config.json + model.safetensors for timm to ``out_dir`` (a new or empty folder), atomically."""
-    from mimsdk.hub.pretrained import publish_new, staging_dir
+    """Write config.json + model.safetensors for timm to ``out_dir`` (a new or empty folder), atomically.
 
+    Raises :class:`~mimsdk.hub.errors.ExportError` (one line) for a model with no timm export.
+    """
     _check(model)
     out_dir = Path(out_dir)
     config = {
@@ -142,10 +147,9 @@ def export_timm(model: MaskedAutoencoder, out_dir: str | Path) -> Path:
         "pretrained_cfg": timm_pretrained_cfg(model),
     }
     state = timm_state_dict(model)
-    with staging_dir(out_dir) as staging:
+    with atomic_dir(out_dir) as staging:
         save_file(state, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
         (staging / "config.json").write_text(json.dumps(config, indent=2))
-        publish_new(staging, out_dir)
     return out_dir
 
 

@@ -2,38 +2,46 @@
 
 Our fused ``qkv`` is split into q/k/v projections, the linear patch embedding is
 reshaped into a convolution (patch vectors are (p, q, C), channel last), and the
-zero class-token position is prepended to the sin-cos tables.
+zero class-token position is prepended to the sin-cos tables. Only full checkpoints of 2D
+patch-tokenizer models with square images and patches, predicting pixels, have a ViTMAE twin;
+any other is refused in one line (:class:`~mimsdk.hub.errors.ExportError`) before anything is written.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from mimsdk.atomic import atomic_dir
+from mimsdk.hub.errors import ExportError, require_patch_tokenizer
 from mimsdk.model import MaskedAutoencoder
+from mimsdk.serialization import is_encoder_only
+
+if TYPE_CHECKING:
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 
-def vitmae_config(model: MaskedAutoencoder):
+def vitmae_config(model: MaskedAutoencoder) -> ViTMAEConfig:
     """A ``transformers.ViTMAEConfig`` describing ``model``."""
     from transformers import ViTMAEConfig
 
-    from mimsdk.serialization import is_encoder_only
-
+    require_patch_tokenizer(model, "transformers", "ViTMAEForPreTraining")
     cfg = model.config
     if is_encoder_only(model):
-        raise ValueError(
+        raise ExportError(
             "transformers' ViTMAEForPreTraining needs the decoder, and this model comes from an encoder-only "
             "checkpoint; export a full checkpoint, or export the encoder to timm"
         )
     square = len(cfg.input_size) == 2 and cfg.input_size[0] == cfg.input_size[1]
     if not square or cfg.patch_size[0] != cfg.patch_size[1]:
-        raise ValueError(
+        raise ExportError(
             f"transformers' ViTMAE takes square 2D images and patches; this model has input_size "
             f"{cfg.input_size} and patch_size {cfg.patch_size}"
         )
     if cfg.target not in ("norm_pix", "pixels"):
-        raise ValueError(f"transformers' ViTMAE predicts pixels; this model's target is {cfg.target!r}")
+        raise ExportError(f"transformers' ViTMAE predicts pixels; this model's target is {cfg.target!r}")
     dim, depth, heads = cfg.width
     return ViTMAEConfig(
         hidden_size=dim,
@@ -115,7 +123,7 @@ def vitmae_state_dict(model: MaskedAutoencoder) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in out.items()}
 
 
-def to_vitmae(model: MaskedAutoencoder):
+def to_vitmae(model: MaskedAutoencoder) -> ViTMAEForPreTraining:
     """A ``transformers.ViTMAEForPreTraining`` holding ``model``'s weights (eval mode)."""
     from transformers import ViTMAEForPreTraining
 
@@ -132,12 +140,10 @@ def export_transformers(model: MaskedAutoencoder, out_dir: str | Path) -> Path:
     """
     from transformers import ViTImageProcessor
 
-    from mimsdk.hub.pretrained import publish_new, staging_dir
-
     hf = to_vitmae(model)
     cfg = model.config
     out_dir = Path(out_dir)
-    with staging_dir(out_dir) as staging:
+    with atomic_dir(out_dir) as staging:
         hf.save_pretrained(staging, safe_serialization=True)
         processor = ViTImageProcessor(
             size={"height": cfg.input_size[0], "width": cfg.input_size[1]},
@@ -146,5 +152,4 @@ def export_transformers(model: MaskedAutoencoder, out_dir: str | Path) -> Path:
             resample=3,  # bicubic, as mimsdk's image adapter
         )
         processor.save_pretrained(staging)
-        publish_new(staging, out_dir)
     return out_dir

@@ -1,12 +1,17 @@
-"""mimsdk: masked-autoencoder foundation models that adapt to your domain."""
+"""mimsdk: masked-autoencoder foundation models that adapt to your domain.
 
-__version__ = "0.1.0"
+The core (config, model and its parts, data, serialization) is imported here; ``pretrain`` and
+``load_model``, which reach the Hub, are imported on first use, so ``import mimsdk.model`` never
+loads ``huggingface_hub``.
+"""
 
-from mimsdk.config import ConfigError, DataConfig, ModelConfig, Recipe, TrainConfig, list_recipes, load_recipe
-from mimsdk.data import DataError
+from typing import Any
+
+from mimsdk.config import DataConfig, ModelConfig, Recipe, TrainConfig, list_recipes, load_recipe
+from mimsdk.errors import ConfigError, DataError
 from mimsdk.model import MAEOutput, MaskedAutoencoder, create_model
-from mimsdk.serialization import load_model, save_model
-from mimsdk.trainer import PretrainResult, pretrain
+from mimsdk.serialization import save_model
+from mimsdk.version import __version__
 
 __all__ = [
     "ConfigError",
@@ -18,6 +23,7 @@ __all__ = [
     "PretrainResult",
     "Recipe",
     "TrainConfig",
+    "__version__",
     "create_model",
     "list_recipes",
     "load_model",
@@ -25,3 +31,15 @@ __all__ = [
     "pretrain",
     "save_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("pretrain", "PretrainResult"):
+        from mimsdk import trainer
+
+        return getattr(trainer, name)
+    if name == "load_model":  # a run or model directory, or a Hub repo id
+        from mimsdk.hub import load_model
+
+        return load_model
+    raise AttributeError(f"module 'mimsdk' has no attribute {name!r}")

@@ -1,35 +1,291 @@
-"""What an adapter gives the core. The core calls these; it never imports a modality.
+"""The adapter base: what every modality shares, so an adapter module holds only what its files need.
 
-An adapter module in ``mimsdk.adapters`` exposes ``ADAPTER``, an object with:
+An adapter turns files of one modality into tensors for the core. The trainer and the CLI reach one only by
+name, through :data:`mimsdk.registry.ADAPTERS`; a module in ``mimsdk.adapters`` registers its class::
 
-- ``name``: the modality name used in recipes (``data.modality``);
-- ``dataset(path, data, model, train)``: a :class:`~mimsdk.data.LabelledDataset`
-  of tensors C×S1..Sn matching ``model.in_chans`` and ``model.input_size``;
-  ``train=False`` gives the deterministic evaluation view;
-- ``metadata(data, model)``: facts stored with the model (normalisation, channel names);
-- ``picture(recon, model)``: a PIL picture of ``MaskedAutoencoder.reconstruct`` output;
-- ``sample_path()``: the small sample shipped with mimsdk, or None.
+    @ADAPTERS.register("images")
+    class ImagesAdapter(Adapter):
+        uses = ("crop_scale", "hflip", "mean", "std")
+        def build(self, path, data, model, opts, train): ...
+        def picture_rows(self, recon, model, index): ...
+
+What the base owns, once for all adapters:
+
+- the interface the core calls: :meth:`Adapter.dataset`, :meth:`Adapter.metadata`, :meth:`Adapter.data_config`,
+  :meth:`Adapter.picture`, :meth:`Adapter.sample_path`;
+- checked options: ``data.options`` parsed into the adapter's ``Options`` dataclass (errors name
+  ``data.options.<key>``), and the core keys ``data.crop_scale``, ``hflip``, ``mean``, ``std`` refused by an
+  adapter that does not use them;
+- one rule for options stored with the model: the ``stored`` fields go to ``metadata["options"]`` and are read
+  back under ``data.options`` whenever the model is given, so ``embed``, ``probe`` and ``reconstruct`` read
+  files as in pre-training;
+- the scan policy (:class:`ScanPolicy`: exists, walk, probe in threads, one warning per bad file, ``strict``,
+  summary, "no usable" error) and the scan cache (:meth:`Adapter.remember`);
+- the picture grid: columns original | masked | reconstruction (:meth:`Adapter.picture`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import warnings
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from PIL import Image
 
-from mimsdk.config import DataConfig, ModelConfig
+from mimsdk.config import DataConfig, ModelConfig, adapter_options
 from mimsdk.data import LabelledDataset
+from mimsdk.errors import ConfigError, DataError
+from mimsdk.picture import grid
+from mimsdk.registry import ADAPTERS
+
+log = logging.getLogger(__name__)
+
+OPTIONS_KEY = "options"  # model.metadata key of the options stored with the model
+CORE_KEYS = ("crop_scale", "hflip", "mean", "std")  # data keys only some adapters use
+DEFAULT_CROP_SCALE = (0.2, 1.0)  # MAE's RandomResizedCrop area range
+COLUMNS = ["original", "masked", "reconstruction"]
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
-class Adapter(Protocol):
-    name: str
+@dataclass(frozen=True)
+class ScanPolicy:
+    """How an adapter finds its files before training: walk, probe each once, report the unusable ones.
 
-    def dataset(self, path: str | Path, data: DataConfig, model: ModelConfig, train: bool) -> LabelledDataset: ...
+    Args:
+        unit, unusable: words for the messages ("skipped 2 of 14 files", "2 unusable files").
+        threads: units probed at once by :meth:`check`; 1 where the reading library is not thread-safe.
+    """
 
-    def metadata(self, data: DataConfig, model: ModelConfig) -> dict[str, Any]: ...
+    unit: str = "files"
+    unusable: str = "unusable"
+    threads: int = 4
 
-    def picture(self, recon: dict[str, torch.Tensor], model: ModelConfig) -> Image.Image: ...
+    def walk(self, root: Path, wanted: str, keep: Callable[[Path], bool] | None = None) -> list[Path]:
+        """``root`` itself if a file, else its files (sorted, hidden ones skipped) for which ``keep`` holds.
 
-    def sample_path(self) -> Path | None: ...
+        Args:
+            wanted: what the folder should hold, for the error ("video files (.mp4, .avi)").
+            keep: a filter on file names; the files it leaves out are counted in one log line.
+        Raises DataError for a missing path or a folder with nothing to read.
+        """
+        if not root.exists():
+            raise DataError(f"data path {root} does not exist")
+        if root.is_file():
+            return [root]
+        found = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files = found if keep is None else [p for p in found if keep(p)]
+        if len(files) < len(found):
+            log.info("%s: left out %d file(s) that are not %s", root, len(found) - len(files), wanted)
+        if not files:
+            raise DataError(f"data folder {root} holds no {wanted}")
+        return files
+
+    def check(self, root: Path, units: Sequence[U], probe: Callable[[U], T], strict: bool) -> list[tuple[U, T]]:
+        """Probe every unit (file, folder, scene) in ``threads`` threads, then :meth:`settle`.
+
+        ``probe`` returns what the adapter learnt of a usable unit, or raises DataError naming it and why
+        it cannot be used. Returns the usable units with their probe results, in order.
+        """
+
+        def attempt(unit: U) -> T | DataError:
+            try:
+                return probe(unit)
+            except DataError as err:
+                return err
+
+        if self.threads > 1 and len(units) > 1:
+            with ThreadPoolExecutor(max_workers=self.threads) as pool:
+                results = list(pool.map(attempt, units))
+        else:
+            results = [attempt(u) for u in units]
+        problems = [str(r) if isinstance(r, DataError) else None for r in results]
+        return [(units[i], results[i]) for i in self.settle(root, problems, strict)]
+
+    def settle(self, root: Path, problems: Sequence[str | None], strict: bool) -> list[int]:
+        """The scan policy: indices of the usable units (``problems[i]`` None), after reporting the rest.
+
+        Each problem (a message naming its file) is one warning, repeated problems once (the images of one
+        bad array); then one summary "skipped N of M". ``strict`` makes the first problem an error instead,
+        and no usable unit at all is always one.
+        """
+        bad = [p for p in problems if p]
+        if bad and strict:
+            raise DataError(f"{bad[0]} (strict mode; {len(bad)} {self.unusable} {self.unit} in {root})")
+        for problem in dict.fromkeys(bad):
+            warnings.warn(f"skipping {problem}", stacklevel=3)
+        good = [i for i, p in enumerate(problems) if not p]
+        if bad:
+            summary = f"skipped {len(bad)} of {len(problems)} {self.unit} in {root}; using {len(good)}"
+            warnings.warn(summary, stacklevel=3)
+        if not good:
+            raise DataError(f"{root} holds no usable {self.unit} ({len(bad)} {self.unusable})")
+        return good
+
+
+class Adapter:
+    """Base of every modality adapter; instantiated with no arguments (``ADAPTERS.get(name)()``).
+
+    Class attributes a subclass sets:
+        name: the ``data.modality`` value it is registered under, for messages.
+        Options: dataclass of the adapter's ``data.options`` keys; None when it takes none.
+        uses: which of :data:`CORE_KEYS` apply; another one set in the recipe is a ConfigError.
+        stored: ``Options`` fields kept with the model (how files were read) and read back with it.
+        legacy_options_key: metadata key older versions stored those options under, read when
+            ``metadata["options"]`` is absent.
+        policy: how its scan walks, probes and reports files (:class:`ScanPolicy`).
+
+    A subclass implements :meth:`build` and either :meth:`picture_rows` or :meth:`picture`; optionally
+    :meth:`check_options` (ranges, model-dependent checks), :meth:`describe` (metadata) and :meth:`sample_path`.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type | None] = None
+    uses: ClassVar[tuple[str, ...]] = ()
+    stored: ClassVar[tuple[str, ...]] = ()
+    legacy_options_key: ClassVar[str | None] = None
+    policy: ClassVar[ScanPolicy] = ScanPolicy()
+
+    def __init__(self) -> None:
+        # A run builds the training and the evaluation view of one folder: scan (and warn about) it once.
+        self._scans: dict[Hashable, Any] = {}
+
+    # -- the interface the core calls ----------------------------------------------------------
+
+    def dataset(self, path: str | Path, data: DataConfig, model: ModelConfig, train: bool) -> LabelledDataset:
+        """Items ``(tensor C×S1..Sn, label)`` (label -1 when unlabelled) of the files at ``path``.
+
+        Args:
+            path: a folder (searched recursively) or one file.
+            data: the recipe's data section; ``data.options`` over the options stored in ``model.metadata``.
+            model: the model's config: ``input_size`` and ``in_chans`` set the tensors' shape.
+            train: the random training view; False gives the deterministic evaluation view.
+        """
+        return self.build(Path(path), data, model, self.options(data, model), train)
+
+    def build(self, path: Path, data: DataConfig, model: ModelConfig, opts: Any, train: bool) -> LabelledDataset:
+        """:meth:`dataset` with ``opts`` already checked."""
+        raise NotImplementedError
+
+    def metadata(self, data: DataConfig, model: ModelConfig) -> dict[str, Any]:
+        """Facts stored with the model (channel names, normalisation, ...) and, under ``"options"``, the
+        ``stored`` options, so the model reads files as in pre-training without its recipe."""
+        opts = self.options(data, model)
+        facts = self.describe(data, model, opts)
+        if self.stored:
+            facts[OPTIONS_KEY] = self.kept(opts)
+        return facts
+
+    def describe(self, data: DataConfig, model: ModelConfig, opts: Any) -> dict[str, Any]:
+        """The adapter's own metadata facts (without the stored options)."""
+        return {}
+
+    def data_config(self, model: ModelConfig, labels: str | None = None) -> DataConfig:
+        """Data settings to read files the way the stored ``model`` was trained, without its recipe:
+        its stored options and, where this adapter uses them, its normalisation."""
+        meta = model.metadata
+        restored = {k: list(meta[k]) for k in ("mean", "std") if k in self.uses and meta.get(k) is not None}
+        return DataConfig(modality=self.name, labels=labels, options=self.stored_options(model), **restored)
+
+    def picture(self, recon: dict[str, torch.Tensor], model: ModelConfig) -> Image.Image:
+        """A picture of ``MaskedAutoencoder.reconstruct`` output: columns original | masked | reconstruction,
+        rows from :meth:`picture_rows` (one or more per sample)."""
+        rows = [row for i in range(recon["input"].shape[0]) for row in self.picture_rows(recon, model, i)]
+        return grid(rows, COLUMNS)
+
+    def picture_rows(self, recon: dict[str, torch.Tensor], model: ModelConfig, index: int) -> list[list[np.ndarray]]:
+        """Rows of three H×W or H×W×3 arrays in [0, 1] (original, masked, reconstruction) for sample ``index``."""
+        raise NotImplementedError
+
+    def sample_path(self) -> Path | None:
+        """The small sample shipped with mimsdk, or None."""
+        return None
+
+    # -- options ---------------------------------------------------------------------------------
+
+    def options(self, data: DataConfig, model: ModelConfig | None = None) -> Any:
+        """``data.options`` over the options stored with ``model``, checked; None for an adapter without options.
+
+        Raises ConfigError naming ``data.<key>`` for a core key this adapter does not use, and
+        ``data.options.<key>`` for an unknown or ill-typed option.
+        """
+        self.check_core_keys(data)
+        raw = {**self.stored_options(model), **data.options}
+        if self.Options is None:
+            if raw:
+                raise ConfigError(f"data.options: the {self.name} adapter takes no options, got {sorted(raw)}")
+            return None
+        return self.check_options(adapter_options(self.Options, DataConfig(options=raw)), model)
+
+    def trained_options(self, model: ModelConfig) -> Any:
+        """The options ``model`` was trained with: those stored with it over the defaults."""
+        return self.options(self.data_config(model), model)
+
+    def check_options(self, opts: Any, model: ModelConfig | None) -> Any:
+        """Checks beyond types (ranges, agreement with the model); returns ``opts``, perhaps completed."""
+        return opts
+
+    def check_core_keys(self, data: DataConfig) -> None:
+        """A core data key set for an adapter that does not use it is an error, not silently ignored."""
+        for key in CORE_KEYS:
+            if getattr(data, key) is not None and key not in self.uses:
+                used = ", ".join(f"data.{k}" for k in self.uses) or "none of them"
+                raise ConfigError(f"data.{key} does not apply to the {self.name} adapter (it uses: {used})")
+
+    def stored_options(self, model: ModelConfig | None) -> dict[str, Any]:
+        """The options stored with ``model`` (empty without a model or stored options)."""
+        meta = model.metadata if model is not None else {}
+        stored = meta.get(OPTIONS_KEY)
+        if stored is None and self.legacy_options_key is not None:
+            stored = meta.get(self.legacy_options_key)
+        return dict(stored or {})
+
+    def kept(self, opts: Any) -> dict[str, Any]:
+        """The ``stored`` fields of ``opts``, as plain (JSON) values."""
+        values = dataclasses.asdict(opts)
+        return {k: values[k] for k in self.stored}
+
+    def hflip(self, data: DataConfig) -> bool:
+        """``data.hflip``; random horizontal flips by default."""
+        return True if data.hflip is None else data.hflip
+
+    def crop_scale(self, data: DataConfig) -> tuple[float, float]:
+        """``data.crop_scale``, the random crop's area range; MAE's (0.2, 1.0) by default."""
+        low, high = data.crop_scale or DEFAULT_CROP_SCALE
+        return low, high
+
+    # -- scanning ----------------------------------------------------------------------------------
+
+    def remember(self, path: str | Path, data: DataConfig, extra: Hashable, build: Callable[[], T]) -> T:
+        """``build()`` once per resolved path, labels, strictness and ``extra`` (what else decides the scan)."""
+        key = (str(Path(path).resolve()), data.labels, data.strict, extra)
+        if key not in self._scans:
+            self._scans[key] = build()
+        return self._scans[key]
+
+
+def unnormalise(x: torch.Tensor, model: ModelConfig) -> torch.Tensor:
+    """C×S1..Sn in the model's normalised units -> the same on the CPU in data units (metadata mean and std)."""
+    meta = model.metadata
+    shape = (-1, *[1] * (x.dim() - 1))
+    mean = torch.tensor(meta.get("mean") or [0.0] * model.in_chans, dtype=torch.float32).view(shape)
+    std = torch.tensor(meta.get("std") or [1.0] * model.in_chans, dtype=torch.float32).view(shape)
+    return x.detach().float().cpu() * std + mean
+
+
+def grey_out(image: Any, mask: Any) -> Any:
+    """``image`` with the masked places (``mask`` 1) shown mid-grey; arrays or tensors that broadcast."""
+    return image * (1 - mask) + 0.5 * mask
+
+
+def get_adapter(modality: str) -> Adapter:
+    """A new instance of the adapter registered for ``modality`` (the ``data.modality`` recipe key)."""
+    return ADAPTERS.get(modality)()

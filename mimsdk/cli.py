@@ -11,21 +11,10 @@ from pathlib import Path
 
 import torch
 
-from mimsdk.config import ConfigError, DataConfig, ModelConfig, list_recipes, recipe_source
-from mimsdk.data import DataError
-from mimsdk.hub.pretrained import HubError
-
-
-def _data_config(model: ModelConfig, labels: str | None = None) -> DataConfig:
-    """Data settings for using a trained model: its own modality and normalisation."""
-    meta = model.metadata
-    return DataConfig(modality=model.modality, labels=labels, mean=meta.get("mean"), std=meta.get("std"))
-
-
-def _dataset(model_cfg: ModelConfig, path: str, labels: str | None = None, train: bool = False):
-    from mimsdk.adapters import get_adapter
-
-    return get_adapter(model_cfg.modality).dataset(path, _data_config(model_cfg, labels), model_cfg, train=train)
+from mimsdk.config import list_recipes, recipe_source
+from mimsdk.errors import ConfigError, DataError
+from mimsdk.hub.errors import HubError
+from mimsdk.version import __version__
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -47,16 +36,17 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_resume(args: argparse.Namespace) -> None:
     from mimsdk.trainer import pretrain
 
-    result = pretrain(out=args.run_dir, resume=True)
+    result = pretrain(out=args.run_dir, resume=True, overrides=args.overrides)
     print(f"resumed run finished at step {result.history[-1]['step'] if result.history else 0}: {result.run_dir}")
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    from mimsdk.adapters import get_adapter
-    from mimsdk.serialization import load_model
+    from mimsdk.adapter import get_adapter
+    from mimsdk.hub import load_model
+    from mimsdk.probe import read_dataset
 
     model = load_model(args.model_dir)
-    dataset = _dataset(model.config, args.input)
+    dataset = read_dataset(model, args.input)
     x = torch.stack([dataset[i][0] for i in range(min(args.count, len(dataset)))])
     gen = torch.Generator().manual_seed(args.seed)
     picture = get_adapter(model.config.modality).picture(model.reconstruct(x, generator=gen), model.config)
@@ -69,10 +59,11 @@ def cmd_embed(args: argparse.Namespace) -> None:
     from safetensors.torch import save_file
 
     from mimsdk.evaluate import extract_features
-    from mimsdk.serialization import load_model
+    from mimsdk.hub import load_model
+    from mimsdk.probe import read_dataset
 
     model = load_model(args.model_dir)
-    dataset = _dataset(model.config, args.data, args.labels)
+    dataset = read_dataset(model, args.data, args.labels)
     feats, labels = extract_features(model, dataset, args.batch_size, pool=args.pool)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,53 +80,15 @@ def cmd_embed(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {tuple(feats.shape)} features")
 
 
-def _split(dataset, fraction: float, seed: int):
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    cut = int(len(order) * (1 - fraction))
-    return torch.utils.data.Subset(dataset, order[:cut]), torch.utils.data.Subset(dataset, order[cut:])
-
-
-def probe_model(
-    model, data: str, eval_data: str | None, labels: str | None, methods: list[str], epochs: int, seed: int = 0
-) -> dict[str, float]:
-    """Accuracy of ``model``'s encoder under each probe method; held-out split if ``eval_data`` is None."""
-    from mimsdk.evaluate import extract_features
-    from mimsdk.probe import finetune_accuracy, knn_accuracy, linear_probe_accuracy
-
-    cfg = model.config
-    train_view = _dataset(cfg, data, labels)
-    if not train_view.classes:
-        raise DataError(f"{data} has no labels: use class sub-folders or --labels CSV")
-    num_classes = len(train_view.classes)
-    if eval_data:
-        test_view = _dataset(cfg, eval_data, labels)
-        train_aug = _dataset(cfg, data, labels, train=True)
-    else:
-        train_view, test_view = _split(train_view, 0.2, seed)
-        train_aug = train_view
-    out: dict[str, float] = {}
-    if {"knn", "linear"} & set(methods):
-        train_x, train_y = extract_features(model, train_view)
-        test_x, test_y = extract_features(model, test_view)
-        if "knn" in methods:
-            out["knn"] = knn_accuracy(train_x, train_y, test_x, test_y)
-        if "linear" in methods:
-            out["linear"] = linear_probe_accuracy(train_x, train_y, test_x, test_y, seed=seed)
-    if "finetune" in methods:
-        out["finetune"] = finetune_accuracy(model, train_aug, test_view, num_classes, epochs=epochs, seed=seed)
-    return out
-
-
 def cmd_probe(args: argparse.Namespace) -> None:
-    from mimsdk.model import MaskedAutoencoder
-    from mimsdk.serialization import load_model
+    from mimsdk.hub import load_model
+    from mimsdk.probe import METHODS, probe_model, random_like
 
-    methods = ["knn", "linear", "finetune"] if args.method == "all" else [args.method]
+    methods = list(METHODS) if args.method == "all" else [args.method]
     model = load_model(args.model_dir)
     rows = {"pre-trained": model}
     if args.compare_random:
-        torch.manual_seed(args.seed)
-        rows["random init"] = MaskedAutoencoder(model.config).eval()
+        rows["random init"] = random_like(model, args.seed)
     print(f"| encoder | {' | '.join(methods)} |\n|---|{'---|' * len(methods)}")
     for name, m in rows.items():
         acc = probe_model(m, args.data, args.eval_data, args.labels, methods, args.epochs, args.seed)
@@ -166,9 +119,9 @@ def cmd_pull(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from mimsdk.hub.pretrained import load_pretrained
+    from mimsdk.hub import load_model
 
-    model = load_pretrained(args.model_dir)
+    model = load_model(args.model_dir)
     if args.format == "timm":
         from mimsdk.hub.timm_export import export_timm
 
@@ -190,9 +143,13 @@ def cmd_recipes(args: argparse.Namespace) -> None:
         print(f"{name:24s} {description}")
 
 
+MODEL_HELP = "a run directory, a model directory or a Hub repo id (user/name)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mimsdk", description="Masked-autoencoder pre-training for your domain.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--version", action="version", version=f"mimsdk {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pretrain", help="pre-train a model from a recipe")
@@ -202,19 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init",
         metavar="REPO_OR_DIR",
-        help="continue pre-training from a model (Hub repo id, model or run directory): its config replaces "
+        help="continue pre-training from a model (run directory, model directory or Hub repo id): its config replaces "
         "the recipe's model section, its weights the random ones",
     )
     p.add_argument("--init-revision", help="Hub revision of --init (branch, tag or commit)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. train.max_steps=50")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("resume", help="continue a run from its last checkpoint, exactly")
+    p = sub.add_parser("resume", help="continue a run from its last checkpoint, exactly (or extend it)")
     p.add_argument("run_dir")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="train.max_steps=N extends the run; log intervals may change"
+    )
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("reconstruct", help="write original | masked | reconstruction pictures")
-    p.add_argument("model_dir", help="a run directory or a saved model directory")
+    p.add_argument("model_dir", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("input", help="a file or folder in the model's modality")
     p.add_argument("-o", "--output", required=True, help="PNG to write")
     p.add_argument("--count", type=int, default=8, help="samples to show (default 8)")
@@ -222,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("embed", help="pooled encoder features of a data set")
-    p.add_argument("model_dir", help="a run directory or a saved model directory")
+    p.add_argument("model_dir", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--data", required=True)
     p.add_argument("-o", "--output", required=True, help=".npy (features) or .safetensors (features, labels, files)")
     p.add_argument("--labels", help="CSV with columns path,label")
@@ -231,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("probe", help="accuracy of the encoder on labelled data")
-    p.add_argument("model_dir", help="a run directory or a saved model directory")
+    p.add_argument("model_dir", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--data", required=True, help="labelled training data (class sub-folders or --labels)")
     p.add_argument("--eval-data", help="labelled test data (default: 20%% of --data held out)")
     p.add_argument("--labels", help="CSV with columns path,label")
@@ -260,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the model for timm or transformers")
     p.add_argument("format", choices=["timm", "transformers"])
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="a run or model directory (or a Hub repo id)")
+    p.add_argument("model_dir", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("out_dir", metavar="OUT_DIR", help="new folder to write")
     p.set_defaults(func=cmd_export)
 
@@ -275,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may come after options (pretrain R --out D train.max_steps=5)
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command == "pretrain" and all("=" in e and not e.startswith("-") for e in extra):
+    if extra and args.command in ("pretrain", "resume") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -16,13 +16,18 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A recipe key or value that is not allowed; the message names the key."""
+from mimsdk.errors import ConfigError
+from mimsdk.position import KINDS as POSITION_KINDS
+from mimsdk.registry import MASKERS, TARGETS, TOKENIZERS, Registry
 
 
 def choice(default: Any, *allowed: Any) -> Any:
     return field(default=default, metadata={"choices": allowed})
+
+
+def registered(default: str, registry: Registry) -> Any:
+    """A field whose allowed values are the names in ``registry``."""
+    return field(default=default, metadata={"registry": registry})
 
 
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -51,17 +56,16 @@ class ModelConfig:
     decoder_dim: int = 512
     decoder_depth: int = 8
     decoder_heads: int = 16
-    tokenizer: str = choice("patch", "patch", "point_groups", "channel_groups")
-    tokenizer_options: dict[str, Any] = field(default_factory=dict)  # checked by the tokenizer named above
-    masker: str = choice("random", "random", "tube", "block", "colored", "hpm")
-    masker_options: dict[str, Any] = field(default_factory=dict)  # the masker's own arguments (block sizes, color)
+    tokenizer: str = registered("patch", TOKENIZERS)
+    tokenizer_options: dict[str, Any] = field(default_factory=dict)  # the tokenizer's own Options
+    masker: str = registered("random", MASKERS)
+    masker_options: dict[str, Any] = field(default_factory=dict)  # the masker's own Options (block sizes, color)
     mask_ratio: float = 0.75
     decoder_fraction: float = 1.0  # share of the masked tokens the decoder predicts (CrossMAE, VideoMAE V2)
     decoder_masking: str = choice("random", "random", "running_cell")  # which of them, when fraction < 1
-    target: str = choice(
-        "norm_pix", "norm_pix", "pixels", "pixels_l1", "frequency", "hog", "ema_latent", "chamfer", "chamfer_l1"
-    )
-    pos_embed: str = choice("sincos", "sincos", "learned")
+    target: str = registered("norm_pix", TARGETS)
+    target_options: dict[str, Any] = field(default_factory=dict)  # the target's own Options (HOG bins, EMA top-k)
+    pos_embed: str = choice("sincos", *POSITION_KINDS)
     modality: str = "images"
     metadata: dict[str, Any] = field(default_factory=dict)  # adapter facts: channel names, normalisation, ...
 
@@ -84,8 +88,9 @@ class DataConfig:
     labels: str | None = None  # CSV with columns path,label (else class sub-folders)
     batch_size: int = 64
     num_workers: int = 2
-    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
-    hflip: bool = True
+    # The four keys below apply only to adapters that use them; setting one for another adapter is an error.
+    crop_scale: list[float] | None = None  # random crop's area range; None: the adapter's default ([0.2, 1.0])
+    hflip: bool | None = None  # random horizontal flips; None: the adapter's default
     mean: list[float] | None = None  # None: the adapter's default
     std: list[float] | None = None
     strict: bool = False  # True: an unreadable file is an error, not a warning
@@ -196,11 +201,44 @@ def from_mapping(cls: type, data: Any, prefix: str = "") -> Any:
             values[name] = from_mapping(tp, value, f"{key}.")
             continue
         value = _check_value(value, tp, key)
+        registry = fields[name].metadata.get("registry")
+        if registry is not None:
+            registry.get(value)  # a ConfigError naming the key and the registered names
         allowed = fields[name].metadata.get("choices")
         if allowed and value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not allowed; expected one of {', '.join(map(str, allowed))}")
         values[name] = value
     return cls(**values)
+
+
+def part_options(registry: Registry, name: str, options: dict[str, Any]) -> Any:
+    """``options`` (the recipe's ``model.<part>_options``) checked against the ``Options`` dataclass of the
+    part ``registry`` holds as ``name``; None for a part that takes no options."""
+    key = f"{registry.key}_options"
+    cls = registry.options_type(name)
+    if cls is None and options:
+        raise ConfigError(f"{key}: the {name} {registry.kind} takes none, got {options}")
+    allowed = [f.name for f in dataclasses.fields(cls)] if cls is not None else []
+    unknown = sorted(set(options or {}) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {key}.{unknown[0]} for the {name} {registry.kind}; allowed: {', '.join(allowed) or 'none'}"
+        )
+    return from_mapping(cls, options, f"{key}.") if cls is not None else None
+
+
+def build_part(registry: Registry, name: str, options: dict[str, Any] | None, *args: Any) -> Any:
+    """The part ``registry`` holds as ``name``, called with ``args`` and its checked options as keywords."""
+    opts = part_options(registry, name, options or {})
+    return registry.get(name)(*args, **(dataclasses.asdict(opts) if opts is not None else {}))
+
+
+def check_model(model: ModelConfig) -> ModelConfig:
+    """Every part the model section names exists, and its options are its own: errors name the dotted key."""
+    part_options(TOKENIZERS, model.tokenizer, model.tokenizer_options)
+    part_options(MASKERS, model.masker, model.masker_options)
+    part_options(TARGETS, model.target, model.target_options)
+    return model
 
 
 def adapter_options(cls: type, data: DataConfig) -> Any:
@@ -223,14 +261,36 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["train.max_steps=50", "data.batch_size=8"]`` -> nested dict (values parsed as YAML)."""
+def parse_overrides(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """``["train.max_steps=50", "data.batch_size=8"]`` -> nested dict (values parsed as YAML); a nested dict
+    is returned as it is."""
+    if isinstance(items, dict):
+        return items
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=50)")
         key, raw = item.split("=", 1)
         _set_dotted(out, key.strip(), yaml.safe_load(raw))
+    return out
+
+
+def keyword_overrides(fields: dict[str, Any]) -> dict[str, Any]:
+    """``pretrain(..., max_steps=5, data={"batch_size": 8})`` -> nested recipe overrides.
+
+    A bare keyword names a field of exactly one section; ``model``, ``data`` and
+    ``train`` take dicts of that section's fields.
+    """
+    out: dict[str, Any] = {}
+    sections = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+    owners = {f.name: section for section, cls in sections.items() for f in dataclasses.fields(cls)}
+    for key, value in fields.items():
+        if key in sections and isinstance(value, dict):
+            out.setdefault(key, {}).update(value)
+        elif key in owners:
+            out.setdefault(owners[key], {})[key] = value
+        else:
+            raise ConfigError(f"unknown override {key!r}; use a field of model, data or train (e.g. max_steps=50)")
     return out
 
 
@@ -293,11 +353,10 @@ def load_recipe(recipe: str | Path | Recipe | dict, overrides: dict | list[str] 
         data = recipe
     else:
         data, _ = recipe_source(recipe)
-    if isinstance(overrides, list):
-        overrides = parse_overrides(overrides)
-    data = merge(data, overrides or {})
+    data = merge(data, parse_overrides(overrides))
     parsed = from_mapping(Recipe, data)
     # The model's modality follows the data's unless set explicitly.
     if "modality" not in (data.get("model") or {}):
         parsed.model.modality = parsed.data.modality
+    check_model(parsed.model)
     return parsed

@@ -15,9 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import Dataset, Sampler
 
-
-class DataError(ValueError):
-    """Unusable input data; the message names the file or folder and what was expected."""
+from mimsdk.errors import DataError
 
 
 class LabelledDataset(Protocol):

@@ -1,6 +1,12 @@
-"""Decoder: a light transformer that fills mask tokens in and predicts targets."""
+"""Decoder: a light transformer that fills mask tokens in and predicts targets.
+
+Which tokens it predicts is a ``Decoded`` choice: every token (``AllTokens``, MAE), or a
+share of the masked ones (``mimsdk.variants.partial_decoding``).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -23,14 +29,7 @@ class Decoder(nn.Module):
     """
 
     def __init__(
-        self,
-        encoder_dim: int,
-        dim: int,
-        depth: int,
-        heads: int,
-        out_dim: int,
-        pos: nn.Module,
-        mlp_ratio: float = 4.0,
+        self, encoder_dim: int, dim: int, depth: int, heads: int, out_dim: int, pos: nn.Module, mlp_ratio: float = 4.0
     ) -> None:
         super().__init__()
         if dim % heads:
@@ -85,3 +84,45 @@ class Decoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x[:, -decode.shape[1] :])
+
+
+@dataclass
+class Decoded:
+    """The tokens the decoder predicts in one pass.
+
+    Attributes:
+        index: B×Ld indices of the tokens predicted, or None for every token (predictions B×L).
+        decoded: B×L, 1 where a masked token is predicted (the tokens the loss counts); None: every masked token.
+    """
+
+    index: torch.Tensor | None = None
+    decoded: torch.Tensor | None = None
+
+    def gather(self, values: torch.Tensor | None) -> torch.Tensor | None:
+        """B×L×P values -> B×Ld×P for the predicted tokens (all of them when ``index`` is None)."""
+        if values is None or self.index is None:
+            return values
+        return torch.gather(values, 1, self.index[..., None].expand(-1, -1, values.shape[2]))
+
+    def scored(self, mask: torch.Tensor) -> torch.Tensor:
+        """Where the loss counts, B×L (the masked tokens) or B×Ld (every predicted token is masked)."""
+        return mask if self.index is None else torch.ones_like(self.index, dtype=mask.dtype)
+
+    def scatter(self, pred: torch.Tensor, num_tokens: int) -> torch.Tensor:
+        """Predictions B×Ld×P' -> B×L×P', zero where nothing was predicted."""
+        if self.index is None:
+            return pred
+        out = pred.new_zeros(pred.shape[0], num_tokens, pred.shape[2])
+        return out.scatter(1, self.index[..., None].expand(-1, -1, pred.shape[2]), pred)
+
+
+class AllTokens:
+    """MAE's decoding: every token is predicted and the loss counts the masked ones."""
+
+    def noise(self, batch: int, num_tokens: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        return {}
+
+    def select(
+        self, mask: torch.Tensor, decoder_noise: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Decoded:
+        return Decoded()

@@ -11,7 +11,7 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from mimsdk.data import DataError
+from mimsdk.errors import DataError
 
 PATH_COLUMNS = ("path", "file")  # "file" as in several public datasets' label lists
 

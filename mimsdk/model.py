@@ -2,40 +2,39 @@
 
 x ──tokenize──▶ patches B×L×P ──embed + pos──▶ tokens B×L×D
 noise B×L ──masker──▶ keep B×Lv, restore B×L, mask B×L
-tokens[keep] ──encoder──▶ latent B×(1+Lv)×D ──decoder──▶ pred B×L×P'
-loss = target.loss(pred, target(patches), mask)        (masked tokens only)
+tokens[keep] ──encoder──▶ latent B×(1+Lv)×D ──decoder──▶ pred B×L×P' (or B×Ld×P', the decoded tokens)
+loss = target.loss(pred, target(patches), mask)        (masked tokens only) + the masker's own term
 
-Partial decoding (``decoder_fraction`` < 1) feeds the decoder the visible tokens
-and only Ld of the masked ones; pred and loss cover those Ld. NaN in the input
-means "no data" (satellite nodata, page padding): it enters the encoder as 0
-and is left out of the target's statistics and of the loss.
+Variants plug in through the parts, not through branches here: a masker may guide its
+noise and add a loss term (HPM), a target may keep a teacher (EMA latents), and the
+decoding choice may predict only some masked tokens (partial decoding). NaN in the
+input means "no data" (satellite nodata, page padding): it enters the encoder as 0 and
+is left out of the target's statistics and of the loss.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from mimsdk.config import ModelConfig
-from mimsdk.decoder import Decoder
+import mimsdk.variants  # noqa: F401  (registers the variant tokenizers, maskers and targets)
+from mimsdk.config import ModelConfig, build_part, check_model, from_mapping
+from mimsdk.decoder import AllTokens, Decoder
 from mimsdk.encoder import Encoder
-from mimsdk.hard_patches import LossPredictor, ranking_loss
-from mimsdk.hub.mixin import HubMixin
-from mimsdk.masker import HardPatchMasker, Mask, build_masker, decoder_selection, running_cell_priority
+from mimsdk.masker import Mask, build_masker
+from mimsdk.registry import TOKENIZERS
 from mimsdk.target import build_target
-from mimsdk.teacher import EMATeacher
-from mimsdk.tokenizer import Tokens, build_tokenizer
+from mimsdk.tokenizer import Tokens
+from mimsdk.variants.partial_decoding import choose_decoding
 
 
 @dataclass
 class MAEOutput:
-    """Result of one forward pass: ``loss`` (scalar), ``pred`` B×L×P', ``mask`` B×L (1 = masked).
-
-    Under partial decoding ``pred`` is zero where no prediction was made.
-    """
+    """One forward pass: ``loss`` (scalar), ``pred`` B×L×P' (zero where not decoded), ``mask`` B×L (1 = masked)."""
 
     loss: torch.Tensor
     pred: torch.Tensor
@@ -46,45 +45,36 @@ class MAEOutput:
     token_loss: torch.Tensor | None = None  # HPM: their true reconstruction loss, same shape
 
 
-class MaskedAutoencoder(
-    nn.Module, HubMixin, library_name="mimsdk", tags=["masked-autoencoder", "mimsdk"], license="apache-2.0"
-):
-    """A masked autoencoder that knows nothing of the modality it trains on.
+class MaskedAutoencoder(nn.Module):
+    """A masked autoencoder that knows nothing of the modality it trains on, nor of the Hub.
 
-    Build one with :func:`create_model` from a :class:`ModelConfig`; the config
-    travels with the weights (``model.config``).
-
-    ``save_pretrained(dir)``, ``push_to_hub(repo_id)`` and ``from_pretrained(repo_id_or_dir)``
-    come from ``huggingface_hub``'s ModelHubMixin, see :mod:`mimsdk.hub.mixin`.
+    Build one with :func:`create_model`; the config travels with the weights (``model.config``).
+    Saving, loading and sharing are :mod:`mimsdk.serialization` and :mod:`mimsdk.hub`.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.config = config
+        self.config = check_model(config)
         dim, depth, heads = config.width
-        self.tokenizer = build_tokenizer(config, dim)
+        self.tokenizer = build_part(TOKENIZERS, config.tokenizer, config.tokenizer_options, config, dim)
         self.pos = self.tokenizer.position(dim, config.pos_embed)
-        self.masker = build_masker(config.masker, config.mask_ratio, self.tokenizer.grid_size, config.masker_options)
-        if not 0.0 < config.decoder_fraction <= 1.0:
-            raise ValueError(f"model.decoder_fraction must be in (0, 1], got {config.decoder_fraction}")
-        num_masked = self.num_tokens - self.masker.num_visible(self.num_tokens)
-        self.num_decode = max(1, round(num_masked * config.decoder_fraction))
-        self.partial = self.num_decode < num_masked
+        masker = build_masker(config.masker, config.mask_ratio, self.tokenizer.grid_size, config.masker_options)
+        self.all_tokens = AllTokens()  # evaluation and pictures decode every token
+        grid, num_visible = self.tokenizer.grid_size, masker.num_visible(self.num_tokens)
+        self.decoding = choose_decoding(config, grid, num_visible, self.all_tokens)  # all, or partial decoding
         self.encoder = Encoder(dim, depth, heads, config.mlp_ratio, config.drop_path)
-        self.target = build_target(config.target, self.tokenizer, dim)
+        self.target = build_target(config.target, self.tokenizer, dim, config.target_options)
+        out_dim = self.target.dim(self.tokenizer.patch_dim)
+        dec_pos = self.tokenizer.position(config.decoder_dim, config.pos_embed)  # the decoder's own, at its width
         self.decoder = Decoder(
-            dim,
-            config.decoder_dim,
-            config.decoder_depth,
-            config.decoder_heads,
-            self.target.dim(self.tokenizer.patch_dim),
-            self.tokenizer.position(config.decoder_dim, config.pos_embed),
-            config.mlp_ratio,
+            dim, config.decoder_dim, config.decoder_depth, config.decoder_heads, out_dim, dec_pos, config.mlp_ratio
         )
-        self.loss_predictor = LossPredictor(config.decoder_dim) if isinstance(self.masker, HardPatchMasker) else None
+        # Registered after the decoder, so the modules a masker makes at ``bind`` (HPM's predictor) come last.
+        self.masker = masker
+        self.masker.bind(self)
         self.progress = 0.0  # share of training done, set by the trainer: HPM's schedule, the teacher's momentum
         self.reset_parameters()
-        self.teacher = EMATeacher(self.tokenizer, self.pos, self.encoder) if config.target == "ema_latent" else None
+        self.target.bind(self)  # after initialisation: a teacher starts as a copy of the student
 
     @property
     def num_tokens(self) -> int:
@@ -108,28 +98,16 @@ class MaskedAutoencoder(
         return {name for name, _ in self.named_parameters() if name.endswith(("cls_token", "mask_token", "pos.table"))}
 
     def after_step(self) -> None:
-        """Called by the trainer after each optimiser step: the EMA teacher follows the student."""
-        if self.teacher is not None:
-            self.teacher.update([self.tokenizer, self.pos, self.encoder], self.progress)
+        """Called by the trainer after each optimiser step (an EMA teacher follows the student)."""
+        self.target.after_step(self)
+
+    def draw_noise(self, batch: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The random keyword arguments of ``forward`` for a batch, drawn from ``generator``: the mask's
+        noise B×L, and under partial decoding the noise that picks the decoded tokens."""
+        noise = {"noise": self.masker.noise(batch, self.num_tokens, generator)}
+        return noise | self.decoding.noise(batch, self.num_tokens, generator)
 
     # -- the steps -----------------------------------------------------------
-
-    def embed(self, patches: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
-        """B×L×P -> B×L×D with positions."""
-        return self.tokenizer.embed(patches) + self.pos(where)
-
-    def make_mask(self, batch: int, noise: torch.Tensor | None, generator: torch.Generator | None) -> Mask:
-        if noise is None:
-            noise = self.masker.noise(batch, self.num_tokens, generator, self.encoder.cls_token.device)
-        if noise.shape != (batch, self.num_tokens):
-            raise ValueError(f"noise of shape {tuple(noise.shape)}; expected {(batch, self.num_tokens)}")
-        return self.masker(noise)
-
-    def decoder_priority(self, noise: torch.Tensor) -> torch.Tensor:
-        """B×L priorities for partial decoding from uniform ``noise`` B×L (lower = decoded first)."""
-        if self.config.decoder_masking == "running_cell":
-            return running_cell_priority(self.tokenizer.grid_size, noise)
-        return noise
 
     def tokenize(self, x: torch.Tensor, spacing: float | torch.Tensor | None = None) -> Tokens:
         """A batch -> patches B×L×P (NaN as 0), their weights (None if no NaN) and per-sample positions.
@@ -139,6 +117,26 @@ class MaskedAutoencoder(
         if spacing is None:
             return self.tokenizer.tokenize(x)
         return self.tokenizer.tokenize(x, spacing=spacing)
+
+    def embed(self, patches: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """B×L×P -> B×L×D with positions."""
+        return self.tokenizer.embed(patches) + self.pos(where)
+
+    def make_mask(
+        self,
+        tokens: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        where: torch.Tensor | None = None,
+    ) -> Mask:
+        """tokens B×L×D -> the batch's mask, from ``noise`` B×L (lowest kept) or drawn from ``generator``."""
+        b = tokens.shape[0]
+        if noise is None:
+            noise = self.masker.noise(b, self.num_tokens, generator, tokens.device)
+        if noise.shape != (b, self.num_tokens):
+            raise ValueError(f"noise of shape {tuple(noise.shape)}; expected {(b, self.num_tokens)}")
+        noise = self.masker.guide(noise, lambda: self.hidden_all_visible(tokens, where), self.progress)
+        return self.masker(noise)
 
     def forward(
         self,
@@ -156,55 +154,27 @@ class MaskedAutoencoder(
         fixes which masked tokens are predicted; ``decode_all`` predicts them all
         (evaluation, pictures). ``spacing`` reaches tokenizers that take it.
         """
-        tok = self.tokenize(x, spacing)
-        patches, weights = tok.patches, tok.weights  # B×L×P
-        tokens = self.embed(patches, tok.where)  # B×L×D
-        b = x.shape[0]
-        if self.loss_predictor is not None:
-            if noise is None:
-                noise = self.masker.noise(b, self.num_tokens, generator, tokens.device)
-            noise = self.masker.harden(noise, self.predicted_difficulty(tokens, tok.where), self.progress)
-        mask = self.make_mask(b, noise, generator)
+        tok = self.tokenize(x, spacing)  # patches B×L×P
+        tokens = self.embed(tok.patches, tok.where)  # B×L×D
+        mask = self.make_mask(tokens, noise, generator, tok.where)  # keep B×Lv, restore B×L, mask B×L
         visible = torch.gather(tokens, 1, mask.keep[..., None].expand(-1, -1, tokens.shape[2]))  # B×Lv×D
         latent = self.encoder(visible)  # B×(1+Lv)×D
-        target = self.teacher(patches, tok.where) if self.teacher is not None else self.target(patches, weights)
-        if weights is not None and not self.target.per_value:
-            # A target that is not per value (HOG, latents) cannot skip single values: skip tokens with none.
-            mask = Mask(mask.keep, mask.restore, mask.mask * (weights.sum(-1) > 0))
-            weights = None
-        if not self.partial or decode_all:
-            pred, hidden = self.decoder(latent, mask.restore, where=tok.where, with_hidden=True)  # B×L×P'
-            loss = self.target.loss(pred, target, mask.mask, weights)
-            out = MAEOutput(loss=loss, pred=pred, mask=mask.mask)
-            scored, scored_target, scored_mask = pred, target, mask.mask
-        else:
-            if decoder_noise is None:
-                decoder_noise = torch.rand(b, self.num_tokens, generator=generator, device=tokens.device)
-            decode, decoded = decoder_selection(mask.mask, self.num_decode, self.decoder_priority(decoder_noise))
-            part, hidden = self.decoder(latent, mask.restore, mask.keep, decode, tok.where, with_hidden=True)
-            index = decode[..., None].expand(-1, -1, part.shape[2])
-            scored, scored_target = part, torch.gather(target, 1, index)
-            scored_mask = torch.ones_like(decode, dtype=part.dtype)
-            if weights is not None:
-                weights = torch.gather(weights, 1, decode[..., None].expand(-1, -1, weights.shape[2]))
-            loss = self.target.loss(part, scored_target, scored_mask, weights)
-            pred = torch.zeros(b, self.num_tokens, part.shape[2], dtype=part.dtype, device=part.device)
-            out = MAEOutput(loss=loss, pred=pred.scatter(1, index, part), mask=mask.mask, decoded=decoded)
-        if self.loss_predictor is not None:
-            out.token_loss = ((scored.detach().float() - scored_target.float()) ** 2).mean(-1)  # B×L or B×Ld
-            score = self.loss_predictor(hidden)
-            out.ranking_loss = ranking_loss(score, out.token_loss, scored_mask)
-            out.loss = out.loss + self.masker.weight * out.ranking_loss
-            out.difficulty = score.detach()
-        return out
+        target = self.target(tok.patches, tok.weights, tok.where)  # B×L×P'
+        scored_mask, weights = self.target.scored(mask.mask, tok.weights)  # B×L, B×L×P or None
+        chosen = (self.all_tokens if decode_all else self.decoding).select(mask.mask, decoder_noise, generator)
+        pred, hidden = self.decoder(latent, mask.restore, mask.keep, chosen.index, tok.where, with_hidden=True)
+        target, scored_mask, weights = chosen.gather(target), chosen.scored(scored_mask), chosen.gather(weights)
+        loss = self.target.loss(pred, target, scored_mask, weights)
+        extra, measured = self.masker.auxiliary_loss(hidden, pred, target, scored_mask)
+        full = chosen.scatter(pred, self.num_tokens)  # B×L×P'
+        return MAEOutput(loss=loss + extra, pred=full, mask=mask.mask, decoded=chosen.decoded, **measured)
 
     @torch.no_grad()
-    def predicted_difficulty(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
-        """HPM: the loss predictor's score for every token, all tokens visible: B×L×D -> B×L."""
+    def hidden_all_visible(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's last hidden state with every token visible: tokens B×L×D -> B×L×Dd."""
         latent = self.encoder(tokens)
         identity = torch.arange(self.num_tokens, device=tokens.device).expand(tokens.shape[0], -1)
-        _, hidden = self.decoder(latent, identity, where=where, with_hidden=True)
-        return self.loss_predictor(hidden)
+        return self.decoder(latent, identity, where=where, with_hidden=True)[1]
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, spacing: float | torch.Tensor | None = None) -> torch.Tensor:
@@ -251,18 +221,15 @@ class MaskedAutoencoder(
         }
 
 
-def create_model(config: ModelConfig | dict | None = None, **overrides) -> MaskedAutoencoder:
+def create_model(config: ModelConfig | dict[str, Any] | None = None, **overrides: Any) -> MaskedAutoencoder:
     """The one way to build a model: from a ModelConfig, a dict of its fields, or keywords.
 
     >>> model = create_model(size="tiny", input_size=[32, 32], patch_size=4, decoder_dim=64, decoder_heads=2)
     >>> model.num_tokens
     64
     """
-    from mimsdk.config import from_mapping
-
     if config is None:
         config = ModelConfig()
     if isinstance(config, ModelConfig):
         config = dataclasses.asdict(config)
-    config = from_mapping(ModelConfig, {**config, **overrides}, "model.")
-    return MaskedAutoencoder(config)
+    return MaskedAutoencoder(from_mapping(ModelConfig, {**config, **overrides}, "model."))

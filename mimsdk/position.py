@@ -9,6 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+KINDS = ("sincos", "learned")  # ``model.pos_embed``: fixed, or learned from a sin-cos start
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"position encoding kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return kind
+
 
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     """Sin-cos encoding of 1-D positions: positions M -> M×dim (dim even)."""
@@ -54,9 +62,7 @@ class GridPositionEncoding(nn.Module):
 
     def __init__(self, coords: torch.Tensor, dim: int, kind: str = "sincos") -> None:
         super().__init__()
-        if kind not in ("sincos", "learned"):
-            raise ValueError(f"position encoding kind {kind!r}; expected 'sincos' or 'learned'")
-        self.kind = kind
+        self.kind = check_kind(kind)
         table = sincos_nd(dim, coords)[None]
         if kind == "learned":
             self.table = nn.Parameter(table)

@@ -7,13 +7,19 @@ whole encoder with MAE's layer-wise learning-rate decay.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mimsdk.model import MaskedAutoencoder
+from mimsdk.adapter import get_adapter
+from mimsdk.errors import DataError
+from mimsdk.evaluate import extract_features
+from mimsdk.model import MaskedAutoencoder, create_model
+
+METHODS = ("knn", "linear", "finetune")
 
 
 def knn_accuracy(
@@ -124,3 +130,57 @@ def finetune_accuracy(
             correct += (model(x.to(device)).argmax(1).cpu() == torch.as_tensor(y)).sum().item()
             count += len(y)
     return correct / max(1, count)
+
+
+def read_dataset(model: MaskedAutoencoder, path: str | Path, labels: str | None = None, train: bool = False):
+    """Files at ``path`` read the way ``model`` was trained (its adapter and stored data settings)."""
+    adapter = get_adapter(model.config.modality)
+    return adapter.dataset(path, adapter.data_config(model.config, labels), model.config, train=train)
+
+
+def _split(dataset, fraction: float, seed: int):
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = int(len(order) * (1 - fraction))
+    return torch.utils.data.Subset(dataset, order[:cut]), torch.utils.data.Subset(dataset, order[cut:])
+
+
+def probe_model(
+    model: MaskedAutoencoder,
+    data: str | Path,
+    eval_data: str | Path | None = None,
+    labels: str | None = None,
+    methods: tuple[str, ...] | list[str] = METHODS,
+    epochs: int = 10,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Accuracy of ``model``'s encoder under each probe method; 20 % of ``data`` held out if ``eval_data`` is None."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"probe methods {unknown}; expected some of {', '.join(METHODS)}")
+    train_view = read_dataset(model, data, labels)
+    if not train_view.classes:
+        raise DataError(f"{data} has no labels: use class sub-folders or --labels CSV")
+    num_classes = len(train_view.classes)
+    if eval_data:
+        test_view = read_dataset(model, eval_data, labels)
+        train_aug = read_dataset(model, data, labels, train=True)
+    else:
+        train_view, test_view = _split(train_view, 0.2, seed)
+        train_aug = train_view
+    out: dict[str, float] = {}
+    if {"knn", "linear"} & set(methods):
+        train_x, train_y = extract_features(model, train_view)
+        test_x, test_y = extract_features(model, test_view)
+        if "knn" in methods:
+            out["knn"] = knn_accuracy(train_x, train_y, test_x, test_y)
+        if "linear" in methods:
+            out["linear"] = linear_probe_accuracy(train_x, train_y, test_x, test_y, seed=seed)
+    if "finetune" in methods:
+        out["finetune"] = finetune_accuracy(model, train_aug, test_view, num_classes, epochs=epochs, seed=seed)
+    return out
+
+
+def random_like(model: MaskedAutoencoder, seed: int = 0) -> MaskedAutoencoder:
+    """An untrained model of ``model``'s configuration, the baseline a probe compares against."""
+    torch.manual_seed(seed)
+    return create_model(model.config).eval()

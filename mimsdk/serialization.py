@@ -1,15 +1,16 @@
 """Model directories: ``config.json`` + ``model.safetensors``, written so a kill never leaves a half file.
 
-A model directory is what ``save_model`` writes and ``load_model`` reads; a run
-directory holds one under ``model/``. Only safetensors are read: nothing is unpickled.
+A model directory is what :func:`save_model` writes and :func:`read_model` reads; a run directory
+holds one under ``model/``. Only safetensors are read: nothing is unpickled.
+
+This is core: it reads and writes folders on disk and knows nothing of the Hub. ``mimsdk.hub``
+builds on it (``load_model`` takes a Hub id as well, ``save_pretrained`` adds a model card).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mimsdk.config import ConfigError, ModelConfig, from_mapping
+from mimsdk.atomic import atomic_write
+from mimsdk.config import ModelConfig, from_mapping
+from mimsdk.errors import ConfigError
 from mimsdk.model import MaskedAutoencoder
+from mimsdk.version import __version__
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -27,25 +31,6 @@ WEIGHTS_NAME = "model.safetensors"
 ENCODER_PREFIXES = ("tokenizer.", "pos.", "encoder.")
 # Weight files mimsdk never opens: loading them means unpickling, which can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-def atomic_write(path: str | Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then move it over ``path`` in one rename, after fsync.
-
-    The previous file stays whole until the new one is complete on disk.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class _AbsentDecoder(torch.nn.Module):
@@ -70,9 +55,12 @@ def drop_decoder(model: MaskedAutoencoder) -> MaskedAutoencoder:
 
 
 def config_dict(model: MaskedAutoencoder, encoder_only: bool = False) -> dict[str, Any]:
-    from mimsdk import __version__
-
-    out = {"format_version": FORMAT_VERSION, "mimsdk_version": __version__, "model": dataclasses.asdict(model.config)}
+    """config.json's content: format version, the writing mimsdk's version, the whole ModelConfig."""
+    out = {
+        "format_version": FORMAT_VERSION,
+        "mimsdk_version": __version__,
+        "model": dataclasses.asdict(model.config),
+    }
     if encoder_only or is_encoder_only(model):
         out["encoder_only"] = True
     return out
@@ -124,8 +112,12 @@ def read_header(directory: Path) -> dict[str, Any]:
     return data
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> MaskedAutoencoder:
-    """A model from a model directory or a run directory, in eval mode."""
+def read_model(path: str | Path, device: str | torch.device = "cpu") -> MaskedAutoencoder:
+    """A model from a local model directory or run directory, in eval mode.
+
+    The core reader; users call ``mimsdk.load_model`` (:func:`mimsdk.hub.load_model`), which also
+    takes a Hub repo id. Weights must fit the config exactly: no missing, extra or reshaped tensors.
+    """
     directory = model_directory(path)
     header = read_header(directory)
     model = MaskedAutoencoder(from_mapping(ModelConfig, header.get("model"), "model."))

@@ -1,29 +1,17 @@
 """Tokenizer: turn a sample into tokens, and say where each token sits.
 
-A tokenizer gives the model four things, and the model asks nothing else of it:
-
-- ``tokenize(x) -> Tokens``: the values each token carries (the patches, B×L×P,
-  which are also what the target is made from), which of those values are real
-  data (NaN in ``x`` means none), and ``where`` the tokens are when that differs
-  per sample (point-group centres) or None when it is fixed by the token index;
-- ``embed(patches) -> B×L×D``;
-- ``position(dim, kind)``: a module mapping ``where`` to positions, 1×L×dim or B×L×dim,
-  built once for the encoder's width and once for the decoder's;
-- ``untokenize(patches, where)``: the way back, for pictures;
-
-plus ``num_tokens``, ``patch_dim`` and ``grid_size`` (the token grid the maskers
-see; a set of tokens with no grid is ``(L,)``).
-
+The model asks a tokenizer for the four things of the ``Tokenizer`` protocol, and nothing else.
 ``PatchTokenizer`` serves 2D images (C×H×W), 3D volumes (C×D×H×W) and video
 (C×T×H×W): a patch is flattened as (p1, ..., pn, C), channel last, which is the
 order MAE and transformers' ViTMAE use, so predictions compare one to one.
-Other tokenizers register in ``TOKENIZERS`` under the name ``model.tokenizer`` selects.
+Other tokenizers (channel groups, point groups: ``mimsdk.variants``) register in
+``mimsdk.registry.TOKENIZERS`` under the name ``model.tokenizer`` selects.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +19,7 @@ import torch
 from torch import nn
 
 from mimsdk.position import GridPositionEncoding
+from mimsdk.registry import TOKENIZERS
 
 
 @dataclass
@@ -49,17 +38,25 @@ class Tokens:
 
 
 class Tokenizer(Protocol):
+    """What the model asks of a tokenizer, plus ``num_tokens``, ``patch_dim`` and ``grid_size`` (the token
+    grid the maskers see; a set of tokens with no grid is ``(L,)``)."""
+
     num_tokens: int
     patch_dim: int
     grid_size: tuple[int, ...]
 
-    def tokenize(self, x: torch.Tensor) -> Tokens: ...
+    def tokenize(self, x: torch.Tensor) -> Tokens:
+        """Values per token B×L×P (also what the target is made from), which are real data (NaN in ``x``
+        means none), and ``where`` the tokens are when that differs per sample (None: fixed by index)."""
 
-    def embed(self, patches: torch.Tensor) -> torch.Tensor: ...
+    def embed(self, patches: torch.Tensor) -> torch.Tensor:
+        """B×L×P -> B×L×D."""
 
-    def position(self, dim: int, kind: str) -> nn.Module: ...
+    def position(self, dim: int, kind: str) -> nn.Module:
+        """A module mapping ``where`` to positions 1×L×dim or B×L×dim, made for the encoder's and decoder's widths."""
 
-    def untokenize(self, patches: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor: ...
+    def untokenize(self, patches: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """The way back to the input's layout, for pictures."""
 
 
 def as_tuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
@@ -85,13 +82,7 @@ class PatchTokenizer(nn.Module):
         x: B×C×S1×...×Sn  ->  patches: B×L×P, with L = prod(Si / pi), P = prod(pi)·C.
     """
 
-    def __init__(
-        self,
-        input_size: Sequence[int],
-        patch_size: int | Sequence[int],
-        in_chans: int,
-        embed_dim: int,
-    ) -> None:
+    def __init__(self, input_size: Sequence[int], patch_size: int | Sequence[int], in_chans: int, embed_dim: int):
         super().__init__()
         self.input_size = tuple(int(s) for s in input_size)
         self.ndim = len(self.input_size)
@@ -156,36 +147,9 @@ class PatchTokenizer(nn.Module):
         """The grid's position table at width ``dim`` (sin-cos, or learned from sin-cos)."""
         return GridPositionEncoding(self.coords(), dim, kind)
 
-    @classmethod
-    def from_config(cls, config: Any, dim: int) -> PatchTokenizer:
-        if config.tokenizer_options:
-            raise ValueError(f"model.tokenizer_options: the patch tokenizer takes none, got {config.tokenizer_options}")
-        return cls(config.input_size, config.patch_size, config.in_chans, dim)
 
 
-def _point_groups(config: Any, dim: int) -> Tokenizer:
-    # Imported on use: point_tokenizer imports Tokens from here.
-    from mimsdk.point_tokenizer import PointGroupTokenizer
-
-    return PointGroupTokenizer.from_config(config, dim)
-
-
-def _channel_groups(config: Any, dim: int) -> Tokenizer:
-    # Imported on use: group_tokenizer imports PatchTokenizer and Tokens from here.
-    from mimsdk.group_tokenizer import ChannelGroupTokenizer
-
-    return ChannelGroupTokenizer.from_config(config, dim)
-
-
-TOKENIZERS: dict[str, Callable[[Any, int], Tokenizer]] = {
-    "patch": PatchTokenizer.from_config,
-    "point_groups": _point_groups,
-    "channel_groups": _channel_groups,
-}
-
-
-def build_tokenizer(config: Any, dim: int) -> Tokenizer:
-    """The tokenizer ``config.tokenizer`` names (a ModelConfig), embedding to width ``dim``."""
-    if config.tokenizer not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer {config.tokenizer!r}; expected one of {sorted(TOKENIZERS)}")
-    return TOKENIZERS[config.tokenizer](config, dim)
+@TOKENIZERS.register("patch")
+def patch(config: Any, dim: int) -> PatchTokenizer:
+    """Patches of ``model.patch_size`` over an input of ``model.input_size`` with ``model.in_chans`` channels."""
+    return PatchTokenizer(config.input_size, config.patch_size, config.in_chans, dim)

@@ -27,23 +27,29 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mimsdk.adapter import get_adapter
+from mimsdk.atomic import atomic_write
 from mimsdk.config import (
     ConfigError,
-    DataConfig,
     ModelConfig,
     Recipe,
     TrainConfig,
     from_mapping,
+    keyword_overrides,
     load_recipe,
     merge,
     parse_overrides,
 )
-from mimsdk.data import DataError, ResumableSampler, SeededDataset
+from mimsdk.data import ResumableSampler, SeededDataset
 from mimsdk.distributed import barrier, init_processes, mean_across
+from mimsdk.errors import DataError
 from mimsdk.evaluate import extract_features, masked_loss
+from mimsdk.hub import load_model
+from mimsdk.hub.client import looks_local
 from mimsdk.model import MaskedAutoencoder, create_model
 from mimsdk.optim import lr_at, param_groups, set_lr
-from mimsdk.serialization import atomic_write, save_model
+from mimsdk.probe import knn_accuracy
+from mimsdk.serialization import is_encoder_only, save_model
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +65,6 @@ class PretrainResult:
     run_dir: Path
     history: list[dict[str, float]] = field(default_factory=list)
     recipe: Recipe | None = None
-
-
-def _sections_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``pretrain(..., max_steps=5, data={"batch_size": 8})`` -> nested recipe overrides.
-
-    A bare keyword names a field of exactly one section; ``model``, ``data`` and
-    ``train`` take dicts of that section's fields.
-    """
-    out: dict[str, Any] = {}
-    sections = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-    owners = {f.name: section for section, cls in sections.items() for f in dataclasses.fields(cls)}
-    for key, value in overrides.items():
-        if key in ("model", "data", "train") and isinstance(value, dict):
-            out.setdefault(key, {}).update(value)
-        elif key in owners:
-            out.setdefault(owners[key], {})[key] = value
-        else:
-            raise ConfigError(f"unknown override {key!r}; use a field of model, data or train (e.g. max_steps=50)")
-    return out
 
 
 def pretrain(
@@ -113,25 +100,48 @@ def pretrain(
             raise ValueError("resume=True needs out= (the run directory to continue)")
         if init is not None:
             raise ValueError("init= starts a new run from a model; resume=True continues a run: pass one of them")
-        return Trainer.resume(out).fit()
-    extra = _sections_overrides(fields)
+        changes = merge(parse_overrides(overrides), keyword_overrides(fields))
+        return Trainer.resume(out, changes).fit()
+    changes = merge(parse_overrides(overrides), keyword_overrides(fields))
     if isinstance(data, dict):  # pretrain(..., data={"batch_size": 8}): the data section
-        extra.setdefault("data", {}).update(data)
+        changes.setdefault("data", {}).update(data)
     elif data is not None:
-        extra.setdefault("data", {})["path"] = str(data)
-    cfg = load_recipe(recipe, overrides)
-    cfg = load_recipe(cfg, extra)
+        changes.setdefault("data", {})["path"] = str(data)
+    cfg = load_recipe(recipe, changes)
     if init is None:
         return Trainer(cfg, out).fit()
-    explicit = merge(parse_overrides(overrides) if isinstance(overrides, list) else {}, extra).get("model", {})
+    explicit = changes.get("model", {})
     return Trainer(cfg, out, init=init, init_revision=init_revision, init_overrides=explicit).fit()
 
 
-def load_init(init: str | Path | MaskedAutoencoder, revision: str | None = None) -> MaskedAutoencoder:
-    """The model to continue pre-training from: itself, a local model or run directory, or a Hub repo."""
-    if isinstance(init, MaskedAutoencoder):
-        return init
-    return MaskedAutoencoder.from_pretrained(init, revision=revision)
+# What a resumed run may change: its length, and how often it logs, saves and looks.
+RESUMABLE = {"train.max_steps", "train.log_every", "train.ckpt_every", "train.recon_every", "train.probe_every"}
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "metadata" and not key.endswith("options"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _resumable(saved: Recipe, asked: Recipe, step: int) -> Recipe:
+    """``asked`` if it differs from the checkpoint's ``saved`` recipe only in RESUMABLE keys, with a length
+    of at least the steps done; a ConfigError naming the first other key and both values otherwise."""
+    before, after = _flat(saved.to_dict()), _flat(asked.to_dict())
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key) and key not in RESUMABLE:
+            raise ConfigError(
+                f"resume cannot change {key} (the run was trained with {before.get(key)!r}, asked {after.get(key)!r}); "
+                f"only {', '.join(sorted(RESUMABLE))} may change. To train a changed model from this one, start a "
+                "new run with --init RUN_DIR"
+            )
+    if asked.train.max_steps is not None and asked.train.max_steps < step:
+        raise ConfigError(f"train.max_steps {asked.train.max_steps} is below the {step} steps the run has done")
+    return asked
 
 
 def _pick_device(name: str) -> torch.device:
@@ -169,17 +179,16 @@ class Trainer:
         init_overrides: dict[str, Any] | None = None,
         _resuming: bool = False,
     ) -> None:
-        from mimsdk.adapters import get_adapter
-
         self.recipe = recipe
         self._init_state: dict[str, torch.Tensor] | None = None
         if init is not None:
-            self._use_init(load_init(init, init_revision), init_overrides or {}, init)
+            source = init if isinstance(init, MaskedAutoencoder) else load_model(init, revision=init_revision)
+            self._use_init(source, init_overrides or {}, init)
         self.device = _pick_device(recipe.train.device)
         self.procs = init_processes(self.device)
         if self.device.type == "cuda" and self.procs.world > 1:
             self.device = torch.device("cuda", self.procs.local_rank)
-        self.adapter = get_adapter(recipe.data.modality)
+        self.adapter = get_adapter(recipe.data.modality)  # the registry's, by name
         self.run_dir = (
             Path(out) if out is not None else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
@@ -195,9 +204,6 @@ class Trainer:
 
     def _use_init(self, source: MaskedAutoencoder, overrides: dict[str, Any], name: Any) -> None:
         """Take ``source``'s config (plus explicit model overrides) as the recipe's model, and its weights."""
-        from mimsdk.hub.pretrained import looks_local
-        from mimsdk.serialization import is_encoder_only
-
         cfg = self.recipe
         model = from_mapping(ModelConfig, merge(dataclasses.asdict(source.config), overrides), "model.")
         if model.modality != cfg.data.modality:
@@ -286,14 +292,23 @@ class Trainer:
         self.history: list[dict[str, float]] = []
 
     @classmethod
-    def resume(cls, run_dir: str | Path) -> Trainer:
-        """A trainer restored from ``run_dir``'s checkpoint: model, optimiser, scaler, RNG, step, history."""
+    def resume(cls, run_dir: str | Path, changes: dict[str, Any] | None = None) -> Trainer:
+        """A trainer restored from ``run_dir``'s checkpoint: model, optimiser, scaler, RNG, step, history.
+
+        ``changes`` (nested recipe overrides) may extend the run (``train.max_steps``) or change how often it
+        logs, checkpoints and draws; any other change is refused by name, since the checkpoint was made under
+        the recipe it holds. A longer run keeps its warm-up and stretches the cosine schedule to the new end
+        from the resumed step on, so its remaining learning rates differ from a run planned that long.
+        """
         run_dir = Path(run_dir)
         path = run_dir / CHECKPOINT
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT} to resume from")
         state = torch.load(path, map_location="cpu", weights_only=True)
-        trainer = cls(load_recipe(state["recipe"]), run_dir, _resuming=True)
+        recipe = load_recipe(state["recipe"])
+        if changes:
+            recipe = _resumable(recipe, load_recipe(state["recipe"], changes), state["step"])
+        trainer = cls(recipe, run_dir, _resuming=True)
         trainer.model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scaler.load_state_dict(state["scaler"])
@@ -327,13 +342,11 @@ class Trainer:
     def _noise(self, micro: int, batch: int) -> dict[str, torch.Tensor]:
         """This rank's rows of the global batch's masking noise, a function of (seed, micro-batch).
 
-        Under partial decoding, also the noise that picks the decoded tokens.
+        Whatever else the model draws per batch (the decoded tokens, under partial decoding) comes with it.
         """
         gen = torch.Generator().manual_seed(self.recipe.train.seed * 1_000_003 + micro)
         first = self.procs.rank * batch
-        noises = {"noise": self.model.masker.noise(self.global_batch, self.model.num_tokens, gen)}
-        if self.model.partial:
-            noises["decoder_noise"] = torch.rand(self.global_batch, self.model.num_tokens, generator=gen)
+        noises = self.model.draw_noise(self.global_batch, gen)
         return {k: v[first : first + batch].to(self.device, non_blocking=True) for k, v in noises.items()}
 
     def _autocast(self):
@@ -414,8 +427,6 @@ class Trainer:
         """Held-out masked loss and kNN accuracy (when labels exist), measured on rank 0."""
         if self.eval_set is None:
             return {}
-        from mimsdk.probe import knn_accuracy
-
         result: dict[str, float] = {}
         if self.procs.main:
             batch = self.recipe.data.batch_size

@@ -1,7 +1,7 @@
 import pytest
 
 from mimsdk import DataConfig, ModelConfig
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.data import DataError, normalisation
 
 

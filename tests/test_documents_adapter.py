@@ -13,7 +13,7 @@ from PIL import Image
 
 import mimsdk.adapters.documents as documents
 from mimsdk import ConfigError, DataConfig, DataError, ModelConfig, create_model, load_recipe, pretrain
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.adapters.documents import DocumentOptions, Page, document_options, read_page, scan_documents
 
 DOCS = SHARED / "documents"

@@ -17,7 +17,7 @@ import torch
 from conftest import SHARED
 
 from mimsdk import MaskedAutoencoder, pretrain
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.data import SeededDataset
 from mimsdk.evaluate import masked_loss
 

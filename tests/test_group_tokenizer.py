@@ -3,7 +3,7 @@ import torch
 
 from mimsdk import create_model
 from mimsdk.config import ConfigError
-from mimsdk.group_tokenizer import ChannelGroupTokenizer
+from mimsdk.variants.channel_groups import ChannelGroupTokenizer
 
 GROUPS = [[0, 1, 2, 6], [3, 4, 5, 7], [8, 9]]  # SatMAE's Sentinel-2 grouping of 10 bands
 

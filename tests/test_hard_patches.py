@@ -1,7 +1,7 @@
 import torch
 
 from mimsdk import create_model
-from mimsdk.hard_patches import ranking_accuracy, ranking_loss
+from mimsdk.variants.hard_patches import ranking_accuracy, ranking_loss
 
 
 def test_ranking_loss_and_accuracy_on_known_orders():
@@ -35,7 +35,7 @@ def test_hpm_loss_predictor_learns_to_rank_and_masks_what_it_predicts_hardest(ti
     # Late in training (progress 1) half the masked tokens are the ones it predicts hardest.
     model.progress = 1.0
     tokens = model.embed(model.tokenize(x).patches)
-    difficulty = model.predicted_difficulty(tokens)
+    difficulty = model.masker.predictor(model.hidden_all_visible(tokens))
     hard = model.masker.num_hard(64, 1.0)
     assert hard == round(0.5 * 48)
     out = model(x, noise=noise)

@@ -1,4 +1,4 @@
-"""Push, pull and from_pretrained through the real huggingface_hub client, against a local Hub (tests/hub_server.py)."""
+"""Push, pull and load_model through the real huggingface_hub client, against a local Hub (tests/hub_server.py)."""
 
 import json
 import logging
@@ -17,9 +17,9 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import _http
 from safetensors.torch import load, load_file
 
-from mimsdk import ConfigError, MaskedAutoencoder, create_model, load_model
+from mimsdk import ConfigError, create_model
 from mimsdk.cli import main
-from mimsdk.hub.pretrained import HubError, pull
+from mimsdk.hub import HubError, load_model, pull, push_to_hub, save_pretrained
 from mimsdk.trainer import pretrain
 
 TOKEN = "hf_mimsdkTestToken0123456789abcdef"
@@ -74,7 +74,7 @@ def test_push_a_run_then_load_pull_and_continue_from_the_hub(run_dir, hub, tmp_p
     card = ModelCard(files["README.md"].decode())
     assert card.data.library_name == "mimsdk" and card.data.license == "mit"
     assert {"masked-autoencoder", "images"} <= set(card.data.tags) and card.data.datasets == ["uoft-cs/cifar10"]
-    assert 'from_pretrained("alice/tiny-mae")' in card.text and "name: quickstart" in card.text
+    assert 'load_model("alice/tiny-mae")' in card.text and "name: quickstart" in card.text
 
     # the token is in no file, no log line and no output
     assert all(TOKEN.encode() not in data for data in files.values())
@@ -83,11 +83,11 @@ def test_push_a_run_then_load_pull_and_continue_from_the_hub(run_dir, hub, tmp_p
     assert TOKEN not in caplog.text and TOKEN not in out.out + out.err  # ...without the token
 
     # private: found with the token, refused (clearly) without
-    model = MaskedAutoencoder.from_pretrained("alice/tiny-mae", token=TOKEN)
+    model = load_model("alice/tiny-mae", token=TOKEN)
     assert same_weights(model, load_model(run_dir)) and model.config == load_model(run_dir).config
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(HubError, match=r"alice/tiny-mae not found at http://127\.0\.0\.1:\d+, or it is private"):
-        MaskedAutoencoder.from_pretrained("alice/tiny-mae")
+        load_model("alice/tiny-mae")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
 
     # `mimsdk pull` in a new process, which reads HF_ENDPOINT when huggingface_hub is imported, as a user's would
@@ -111,27 +111,27 @@ def test_push_a_run_then_load_pull_and_continue_from_the_hub(run_dir, hub, tmp_p
 def test_encoder_only_push_to_a_branch(hub):
     model = create_model(size="tiny", depth=1, input_size=[32, 32], patch_size=4, decoder_dim=32, decoder_depth=1,
                          decoder_heads=2).eval()  # fmt: skip
-    url = model.push_to_hub("alice/encoder", encoder_only=True, revision="v1", token=TOKEN)
+    url = push_to_hub(model, "alice/encoder", encoder_only=True, revision="v1", token=TOKEN)
     assert url.startswith(f"{hub.url}/alice/encoder/commit/")
     assert set(hub.files("alice/encoder", "main")) == {".gitattributes"}  # main untouched
     files = hub.files("alice/encoder", "v1")
     assert json.loads(files["config.json"])["encoder_only"] is True
     assert "encoder-only" in ModelCard(files["README.md"].decode()).data.tags
 
-    enc = MaskedAutoencoder.from_pretrained("alice/encoder", revision="v1", token=TOKEN)
+    enc = load_model("alice/encoder", revision="v1", token=TOKEN)
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(enc.encode(x), model.encode(x))
     with pytest.raises(RuntimeError, match="encoder-only"):
         enc(x)
     with pytest.raises(HubError, match=r"alice/encoder at http://127\.0\.0\.1:\d+ holds no config\.json"):
-        MaskedAutoencoder.from_pretrained("alice/encoder", token=TOKEN)  # main has no model
+        load_model("alice/encoder", token=TOKEN)  # main has no model
     with pytest.raises(HubError, match="has no revision 'v2'"):
-        MaskedAutoencoder.from_pretrained("alice/encoder", revision="v2", token=TOKEN)
+        load_model("alice/encoder", revision="v2", token=TOKEN)
     with pytest.raises(HubError, match=r"answered 401 .*log in with `hf auth login` or set HF_TOKEN"):
-        model.push_to_hub("alice/encoder", revision="v1")  # no token
+        push_to_hub(model, "alice/encoder", revision="v1")  # no token
     with pytest.raises(HubError, match=r"answered 401"):
-        model.push_to_hub("alice/encoder", revision="v1", token="hf_wrong")
-    model.push_to_hub("alice/encoder", revision="v1", token=TOKEN)  # a second push to the branch: full now
+        push_to_hub(model, "alice/encoder", revision="v1", token="hf_wrong")
+    push_to_hub(model, "alice/encoder", revision="v1", token=TOKEN)  # a second push to the branch: full now
     assert "encoder_only" not in json.loads(hub.files("alice/encoder", "v1")["config.json"])
 
 
@@ -144,8 +144,8 @@ class _Bomb:
 
 
 def test_bad_repos_give_one_clear_error_each_and_leave_nothing(hub, tmp_path):
-    good = create_model(size="tiny", depth=1, input_size=[32, 32], patch_size=4, decoder_dim=32, decoder_depth=1,
-                        decoder_heads=2).save_pretrained(tmp_path / "good")  # fmt: skip
+    good = save_pretrained(create_model(size="tiny", depth=1, input_size=[32, 32], patch_size=4, decoder_dim=32,
+                                        decoder_depth=1, decoder_heads=2), tmp_path / "good")  # fmt: skip
     config, weights = (good / "config.json").read_bytes(), (good / "model.safetensors").read_bytes()
     marker = tmp_path / "unpickled"
     hub.create("alice/pickled", {"config.json": config, "pytorch_model.bin": pickle.dumps(_Bomb(marker))})
@@ -168,7 +168,7 @@ def test_bad_repos_give_one_clear_error_each_and_leave_nothing(hub, tmp_path):
     ]
     for repo_id, error, message in cases:
         with pytest.raises(error, match=message):
-            MaskedAutoencoder.from_pretrained(repo_id, token=TOKEN)
+            load_model(repo_id, token=TOKEN)
         with pytest.raises(error, match=message.replace(" is not a local directory, and", "")):
             pull(repo_id, tmp_path / "out", token=TOKEN)
         assert not (tmp_path / "out").exists()
@@ -194,10 +194,10 @@ def test_an_unreachable_endpoint_is_one_clear_error(tmp_path, monkeypatch, capsy
     started = time.monotonic()
     reach = rf"cannot reach the Hugging Face Hub at http://127\.0\.0\.1:{port}"
     with pytest.raises(HubError, match=reach) as err:
-        MaskedAutoencoder.from_pretrained("alice/tiny", token=TOKEN)
+        load_model("alice/tiny", token=TOKEN)
     assert TOKEN not in str(err.value)
     with pytest.raises(HubError, match=reach) as err:
-        model.push_to_hub("alice/tiny", token=TOKEN)
+        push_to_hub(model, "alice/tiny", token=TOKEN)
     assert TOKEN not in str(err.value)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     assert main(["pull", "alice/tiny", str(tmp_path / "out")]) == 2
@@ -212,11 +212,11 @@ def test_offline_mode_reads_the_cache_only(hub, tmp_path, monkeypatch):
 
     model = create_model(size="tiny", depth=1, input_size=[32, 32], patch_size=4, decoder_dim=32, decoder_depth=1,
                          decoder_heads=2)  # fmt: skip
-    model.push_to_hub("alice/cached", token=TOKEN)
-    first = MaskedAutoencoder.from_pretrained("alice/cached", token=TOKEN)
+    push_to_hub(model, "alice/cached", token=TOKEN)
+    first = load_model("alice/cached", token=TOKEN)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     seen = len(hub.requests)
-    assert same_weights(MaskedAutoencoder.from_pretrained("alice/cached"), first)
+    assert same_weights(load_model("alice/cached"), first)
     assert len(hub.requests) == seen  # from the cache, no request
     with pytest.raises(HubError, match="alice/other is not in the local Hub cache"):
-        MaskedAutoencoder.from_pretrained("alice/other")
+        load_model("alice/other")

@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from mimsdk import create_model, save_model
 from mimsdk.cli import main
+from mimsdk.hub import ExportError, load_model, save_pretrained
 from mimsdk.hub.timm_export import export_timm, load_timm
 from mimsdk.hub.transformers_export import export_transformers
 
@@ -65,9 +66,7 @@ def test_timm_export_refuses_3d_models_and_works_for_encoder_only(model, tmp_pat
         export_timm(volume, tmp_path / "vol")
     assert not (tmp_path / "vol").exists()
 
-    from mimsdk import MaskedAutoencoder
-
-    enc = MaskedAutoencoder.from_pretrained(model.save_pretrained(tmp_path / "enc", encoder_only=True))
+    enc = load_model(save_pretrained(model, tmp_path / "enc", encoder_only=True))
     x = torch.randn(2, 3, 32, 32)
     vit = load_timm(export_timm(enc, tmp_path / "t"))
     with torch.no_grad():
@@ -101,3 +100,30 @@ def test_export_command(model, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["export", "transformers", str(tmp_path / "nothing"), str(tmp_path / "hf")]) == 2
     assert "nothing does not exist" in capsys.readouterr().err
+
+
+# Tiny models of the two non-patch tokenizers (as in test_group_tokenizer.py / test_point_tokenizer.py).
+GROUPED = dict(size="tiny", embed_dim=48, depth=1, num_heads=3, input_size=[16, 16], patch_size=4, in_chans=10,
+               decoder_dim=32, decoder_depth=1, decoder_heads=2, tokenizer="channel_groups",
+               tokenizer_options={"groups": [[0, 1, 2, 6], [3, 4, 5, 7], [8, 9]], "spacing": 10.0})  # fmt: skip
+POINTS = dict(size="tiny", depth=1, input_size=[256, 3], tokenizer="point_groups",
+              tokenizer_options={"groups": 16, "group_size": 16, "pointnet_width": 32},
+              decoder_dim=32, decoder_depth=1, decoder_heads=2, target="chamfer", mask_ratio=0.6)  # fmt: skip
+
+
+@pytest.mark.parametrize("kwargs", [GROUPED, POINTS], ids=["channel_groups", "point_groups"])
+def test_non_patch_tokenizers_are_refused_in_one_line_naming_the_tokenizer(kwargs, tmp_path, capsys):
+    model = create_model(**kwargs)
+    name = kwargs["tokenizer"]
+    with pytest.raises(ExportError, match=rf"^timm export: only patch-tokenizer 2D .*uses the {name} tokenizer$"):
+        export_timm(model, tmp_path / "timm")
+    with pytest.raises(ExportError, match=rf"^transformers export: only patch-tokenizer .*uses the {name} tokenizer$"):
+        export_transformers(model, tmp_path / "hf")
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+    saved = save_model(model, tmp_path / "model")  # the command line: one `mimsdk: error:` line, no traceback
+    for fmt in ("timm", "transformers"):
+        assert main(["export", fmt, str(saved), str(tmp_path / fmt)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mimsdk: error: {fmt} export: only patch-tokenizer") and err.count("\n") == 1
+        assert f"the {name} tokenizer" in err and not (tmp_path / fmt).exists()

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from mimsdk import ConfigError, MaskedAutoencoder, create_model, load_model, load_recipe
+from mimsdk import ConfigError, create_model, load_recipe
 from mimsdk.cli import main
+from mimsdk.hub import load_model, save_pretrained
 from mimsdk.trainer import Trainer, pretrain
 
 SMALL = {"data": {"batch_size": 16, "num_workers": 0}, "train": {"max_steps": 2, "log_every": 1, "seed": 3}}
@@ -23,13 +24,13 @@ def saved(tmp_path_factory):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    return model.save_pretrained(tmp_path_factory.mktemp("init") / "model")
+    return save_pretrained(model, tmp_path_factory.mktemp("init") / "model")
 
 
 def test_first_step_starts_from_the_saved_weights_and_metadata_is_kept(saved, tmp_path):
     recipe = load_recipe("quickstart", SMALL)
     trainer = Trainer(recipe, tmp_path / "run", init=saved)
-    source = MaskedAutoencoder.from_pretrained(saved)
+    source = load_model(saved)
     assert trainer.recipe.model.depth == 2 and trainer.recipe.model.mask_ratio == 0.6  # the model section replaced
     assert trainer.recipe.data.mean == META["mean"]  # data normalised as the model was trained
 
@@ -68,7 +69,7 @@ def test_pretrain_init_keyword_and_command(saved, tmp_path, capsys):
 
 
 def test_continuing_from_an_encoder_only_model_gets_a_fresh_decoder(saved, tmp_path):
-    enc = MaskedAutoencoder.from_pretrained(saved).save_pretrained(tmp_path / "enc", encoder_only=True)
+    enc = save_pretrained(load_model(saved), tmp_path / "enc", encoder_only=True)
     result = pretrain("quickstart", out=tmp_path / "run", init=enc, max_steps=1, **FAST)
     source = load_model(saved)
     x = torch.randn(2, 3, 32, 32)

@@ -1,4 +1,4 @@
-"""save_pretrained / from_pretrained through directories: exact round trips, encoder-only, atomic writes, bad input."""
+"""save_pretrained / load_model through directories: exact round trips, encoder-only, atomic writes, bad input."""
 
 import json
 import pickle
@@ -9,7 +9,8 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
-from mimsdk import ConfigError, MaskedAutoencoder, create_model, load_model, save_model
+from mimsdk import ConfigError, MaskedAutoencoder, create_model, save_model
+from mimsdk.hub import load_model, save_pretrained
 from mimsdk.hub.card import model_card, write_card
 
 META = {"channel_names": ["red", "green", "blue"], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3], "site": "lab-7"}
@@ -38,11 +39,11 @@ def trained(kwargs: dict) -> MaskedAutoencoder:
 @pytest.mark.parametrize("kind", ["2d", "3d"])
 def test_directory_round_trip_is_exact(kind, tmp_path):
     model = trained(MODELS[kind])
-    path = model.save_pretrained(tmp_path / "saved")
+    path = save_pretrained(model, tmp_path / "saved")
     assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
 
-    same = MaskedAutoencoder.from_pretrained(path)
+    same = load_model(path)
     assert same.config == model.config and same.config.metadata == MODELS[kind]["metadata"]
     ours, theirs = model.state_dict(), same.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -61,28 +62,28 @@ def test_directory_round_trip_is_exact(kind, tmp_path):
 
 def test_encoder_only_keeps_encode_and_flags_the_missing_decoder(tmp_path):
     model = trained(MODELS["2d"])
-    path = model.save_pretrained(tmp_path / "enc", encoder_only=True)
+    path = save_pretrained(model, tmp_path / "enc", encoder_only=True)
     assert json.loads((path / "config.json").read_text())["encoder_only"] is True
     keys = load_file(path / "model.safetensors").keys()
     assert keys and all(k.startswith(("tokenizer.", "pos.", "encoder.")) for k in keys)
     assert "encoder-only" in ModelCard.load(path / "README.md").data.tags
 
-    enc = MaskedAutoencoder.from_pretrained(path)
+    enc = load_model(path)
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(enc.encode(x), model.encode(x)) and torch.equal(enc.features(x), model.features(x))
     with pytest.raises(RuntimeError, match="encoder-only checkpoint.*no decoder.*use encode"):
         enc(x)
     # saving it again stays encoder-only, and loads the same way
-    again = enc.save_pretrained(tmp_path / "again")
+    again = save_pretrained(enc, tmp_path / "again")
     assert json.loads((again / "config.json").read_text())["encoder_only"] is True
-    assert torch.equal(MaskedAutoencoder.from_pretrained(again).encode(x), model.encode(x))
+    assert torch.equal(load_model(again).encode(x), model.encode(x))
 
 
 def test_save_is_atomic_and_an_interrupted_save_leaves_the_old_model(tmp_path, monkeypatch):
     import mimsdk.serialization as serialization
 
     first, second = trained(MODELS["2d"]), create_model(**MODELS["2d"])
-    path = first.save_pretrained(tmp_path / "m")
+    path = save_pretrained(first, tmp_path / "m")
 
     def dies_half_way(state, filename, metadata=None):
         Path(filename).write_bytes(b"half a file")
@@ -90,16 +91,16 @@ def test_save_is_atomic_and_an_interrupted_save_leaves_the_old_model(tmp_path, m
 
     monkeypatch.setattr(serialization, "save_file", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        second.save_pretrained(path)
+        save_pretrained(second, path)
     with pytest.raises(KeyboardInterrupt):
-        second.save_pretrained(tmp_path / "new")
+        save_pretrained(second, tmp_path / "new")
     monkeypatch.undo()
     assert not (tmp_path / "new").exists()  # nothing that looks like a model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no staging folders either
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(load_model(path).encode(x), first.encode(x))  # the old model, whole
 
-    second.save_pretrained(path)  # an update in place replaces every file
+    save_pretrained(second, path)  # an update in place replaces every file
     assert torch.equal(load_model(path).encode(x), second.eval().encode(x))
 
 
@@ -120,45 +121,45 @@ class _Bomb:
 def test_bad_directories_give_one_clear_error_each(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty holds no config.json"):
-        MaskedAutoencoder.from_pretrained(tmp_path / "empty")
+        load_model(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
-        MaskedAutoencoder.from_pretrained(str(tmp_path / "nowhere"))
+        load_model(str(tmp_path / "nowhere"))
 
     future = _saved(tmp_path, "future")
     config = json.loads((future / "config.json").read_text())
     (future / "config.json").write_text(json.dumps({**config, "format_version": 99}))
     with pytest.raises(ConfigError, match="format_version 99 is not one this mimsdk reads"):
-        MaskedAutoencoder.from_pretrained(future)
+        load_model(future)
 
     wrong = _saved(tmp_path, "wrong")
     config = json.loads((wrong / "config.json").read_text())
     config["model"]["decoder_dim"] = 32
     (wrong / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"decoder\.\S+ has shape .*64.*the config expects .*32"):
-        MaskedAutoencoder.from_pretrained(wrong)
+        load_model(wrong)
 
     missing = _saved(tmp_path, "missing")
     (missing / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="missing has config.json but no model.safetensors"):
-        MaskedAutoencoder.from_pretrained(missing)
+        load_model(missing)
 
     pickled = _saved(tmp_path, "pickled")
     (pickled / "model.safetensors").unlink()
     marker = tmp_path / "unpickled"
     (pickled / "pytorch_model.bin").write_bytes(pickle.dumps(_Bomb(marker)))
     with pytest.raises(FileNotFoundError, match="only pytorch_model.bin: mimsdk reads safetensors only"):
-        MaskedAutoencoder.from_pretrained(pickled)
+        load_model(pickled)
     assert not marker.exists()
 
     corrupt = _saved(tmp_path, "corrupt")
     (corrupt / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(ValueError, match="not a readable safetensors file"):
-        MaskedAutoencoder.from_pretrained(corrupt)
+        load_model(corrupt)
 
     extra = _saved(tmp_path, "extra")
     save_file({**load_file(extra / "model.safetensors"), "head.weight": torch.zeros(2)}, extra / "model.safetensors")
     with pytest.raises(ValueError, match=r"does not fit its config: .*unexpected \['head.weight'\]"):
-        MaskedAutoencoder.from_pretrained(extra)
+        load_model(extra)
 
 
 def test_model_card_metadata_curve_knn_and_recipe(tmp_path):
@@ -185,7 +186,7 @@ def test_model_card_metadata_curve_knn_and_recipe(tmp_path):
     assert data["library_name"] == "mimsdk" and data["license"] == "mit" and data["datasets"] == ["uoft-cs/cifar10"]
     assert {"masked-autoencoder", "images"} <= set(data["tags"]) and data["pipeline_tag"] == "image-feature-extraction"
     text = card.text
-    assert 'MaskedAutoencoder.from_pretrained("alice/tiny")' in text and "from mimsdk import MaskedAutoencoder" in text
+    assert 'load_model("alice/tiny")' in text and "from mimsdk import load_model" in text
     assert "![training curve](training_curve.png)" in text and "![reconstructions](reconstruction.png)" in text
     assert "| 3 | 1.1 | 0.31 |" in text  # the kNN row
     assert "name: quickstart" in text and "path: train" in text and "secret" not in text  # recipe, paths cut
@@ -209,3 +210,21 @@ def test_card_without_matplotlib_shows_the_curve_as_a_table(monkeypatch):
     assert plot_curve(history, Path("unused.png")) is False
     text = model_card(create_model(**MODELS["2d"]), history=history).text
     assert "| step | loss |" in text and "| 39 | 0.0513 |" in text and text.count("\n| ") <= 30
+
+
+def test_card_names_the_masker_the_target_and_the_encoder_as_built():
+    """The card says what the model is: its masker and target by name, its width and depth as built."""
+    plain = model_card(create_model(size="tiny", input_size=[32, 32], patch_size=4, decoder_dim=64, decoder_depth=1,
+                                    decoder_heads=2)).text  # fmt: skip
+    assert "ViT-Tiny: 192 wide, 12 blocks, 3 heads" in plain and "masked uniformly at random (MAE)" in plain
+    assert "per-patch normalised pixels (norm_pix)" in plain
+
+    shallow = model_card(create_model(**{**MODELS["2d"], "masker": "block", "target": "pixels"})).text
+    assert "ViT-Tiny width 192, 2 blocks, 3 heads" in shallow and "ViT-Tiny:" not in shallow
+    assert "masked in rectangular blocks" in shallow and "at random" not in shallow
+    assert "raw pixels (pixels)" in shallow and "| masking | block, ratio 0.75 |" in shallow
+
+    narrow = model_card(create_model(**{**MODELS["3d"], "embed_dim": 48, "masker": "tube"})).text
+    assert "48 wide, 1 block, 3 heads" in narrow and "ViT-Tiny" not in narrow
+    assert "masked in tubes" in narrow and "| target | pixels |" in narrow
+    assert 'model = load_model("path/to/this/folder")' in narrow and "mimsdk export" not in narrow  # 3D: no export

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mimsdk import DataConfig, DataError, ModelConfig, pretrain
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.adapters.images import scan_folder
 from mimsdk.labels import read_label_csv
 

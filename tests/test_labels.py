@@ -1,6 +1,6 @@
 import pytest
 
-from mimsdk.data import DataError
+from mimsdk.errors import DataError
 from mimsdk.labels import label_files
 
 

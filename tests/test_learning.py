@@ -9,7 +9,7 @@ so it holds against run-to-run noise, while a model that learns nothing fails it
 import torch
 
 from mimsdk import DataConfig, MaskedAutoencoder, pretrain
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.evaluate import masked_loss
 
 MARGIN = 0.15

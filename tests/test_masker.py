@@ -4,7 +4,10 @@ import random
 import pytest
 import torch
 
-from mimsdk.masker import BlockMasker, RandomMasker, TubeMasker, build_masker, decoder_selection, running_cell_priority
+from mimsdk.masker import RandomMasker, build_masker
+from mimsdk.variants.block_masking import BlockMasker
+from mimsdk.variants.partial_decoding import decoder_selection, running_cell_priority
+from mimsdk.variants.tube_masking import TubeMasker
 
 
 @pytest.mark.parametrize("ratio, tokens", [(0.75, 196), (0.9, 1568), (0.6, 64), (0.5, 7), (0.0, 10)])

@@ -19,7 +19,7 @@ import torch
 from conftest import SHARED
 
 from mimsdk import DataConfig, MaskedAutoencoder, pretrain
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.evaluate import masked_loss
 
 ADRENAL = SHARED / "medical3d" / "adrenalmnist3d_64_trainval.npz"

@@ -104,7 +104,7 @@ def test_partial_decoding_feeds_and_scores_only_the_chosen_masked_tokens(tiny_kw
 def test_running_cell_decoding_follows_the_cell_pattern(tiny_kwargs):
     model = create_model(**tiny_kwargs, mask_ratio=0.5, decoder_fraction=0.5, decoder_masking="running_cell")
     out = model(torch.randn(4, 3, 32, 32), noise=torch.rand(4, 64), decoder_noise=torch.zeros(4, 64))
-    priority = model.decoder_priority(torch.zeros(1, 64))[0]
+    priority = model.decoding.priority(torch.zeros(1, 64))[0]
     for row in range(4):
         chosen = priority[out.decoded[row] == 1]
         left = priority[(out.mask[row] == 1) & (out.decoded[row] == 0)]

@@ -10,11 +10,14 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from mimsdk import create_model
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.adapters.multispectral import EUROSAT_ORDER, RunningStats, match_bands, read_window, scene_statistics
 from mimsdk.config import ConfigError, DataConfig, ModelConfig
-from mimsdk.data import DataError, SeededDataset
-from mimsdk.serialization import load_model, save_model
+from mimsdk.data import SeededDataset
+from mimsdk.errors import DataError
+from mimsdk.hub import load_model, save_pretrained
+from mimsdk.probe import read_dataset
+from mimsdk.serialization import save_model
 
 DATA = SHARED / "multispectral"
 EUROSAT = DATA / "eurosat_ms"
@@ -234,7 +237,7 @@ def test_metadata_survives_save_and_load_and_is_checked_against_data(tmp_path):
     cfg.metadata = ADAPTER.metadata(eurosat_data(), cfg)
     assert cfg.metadata["bands"] == BANDS and cfg.metadata["wavelengths"][3] == 842 and cfg.metadata["gsd"][4] == 20
     model = create_model(cfg)
-    model.save_pretrained(tmp_path / "m")
+    save_pretrained(model, tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     assert loaded.config.metadata == cfg.metadata
     save_model(model, tmp_path / "m2")
@@ -249,9 +252,8 @@ def test_metadata_survives_save_and_load_and_is_checked_against_data(tmp_path):
         "select_bands": True,
         "layout": "stack",
     }
-    from mimsdk.cli import _dataset  # what `mimsdk probe/embed/reconstruct` use: no recipe, only the model
-
-    assert _dataset(loaded.config, str(EUROSAT))[0][0].shape == (10, 32, 32)
+    # what `mimsdk probe/embed/reconstruct` use: no recipe, only the model
+    assert read_dataset(loaded, str(EUROSAT))[0][0].shape == (10, 32, 32)
     data.options["bands"] = list(reversed(BANDS))
     with pytest.raises(ConfigError, match=r"data.options.bands B12, B11, .* differ from the model's bands B02, B03"):
         ADAPTER.dataset(EUROSAT, data, loaded.config, train=False)

@@ -13,7 +13,7 @@ import torch
 from conftest import SHARED
 
 from mimsdk import DataConfig, MaskedAutoencoder, pretrain
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.adapters.multispectral import EUROSAT_ORDER
 from mimsdk.evaluate import masked_loss
 

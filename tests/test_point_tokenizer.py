@@ -5,8 +5,9 @@ import torch
 
 from mimsdk import create_model
 from mimsdk.config import ConfigError
-from mimsdk.point_tokenizer import PointGroupTokenizer, farthest_point_sample, gather_points, knn_group
-from mimsdk.target import ChamferTarget, build_target
+from mimsdk.target import build_target
+from mimsdk.variants.chamfer_target import ChamferTarget
+from mimsdk.variants.point_groups import PointGroupTokenizer, farthest_point_sample, gather_points, knn_group
 
 
 def greedy_fps(points: list[list[float]], count: int) -> list[int]:

@@ -10,11 +10,12 @@ import torch
 from conftest import SHARED
 
 from mimsdk import create_model
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.adapters.pointcloud import _views, normalise, read_points, write_ply, write_reconstruction
 from mimsdk.config import ConfigError, DataConfig
-from mimsdk.data import DataError, SeededDataset
-from mimsdk.point_tokenizer import farthest_point_sample
+from mimsdk.data import SeededDataset
+from mimsdk.errors import DataError
+from mimsdk.variants.point_groups import farthest_point_sample
 
 POINTS = SHARED / "pointcloud"
 MODELNET = POINTS / "modelnet40_2048"
@@ -187,7 +188,7 @@ def test_picture_and_ply_of_a_reconstruction(tmp_path, model_config):
     noise = torch.rand(2, model.num_tokens)
     recon = model.reconstruct(x, noise=noise)
     visible, pred, mask = _views(recon, model_config)
-    np.testing.assert_array_equal(mask, model.make_mask(2, noise, None).mask.numpy())  # the mask comes back
+    np.testing.assert_array_equal(mask, model.masker(noise).mask.numpy())  # the mask comes back
     assert visible.shape == pred.shape == (2, 32, 16, 3)
     picture = ADAPTER.picture(recon, model_config)
     pixels = np.asarray(picture)

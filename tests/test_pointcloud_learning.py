@@ -14,7 +14,7 @@ import torch
 from conftest import SHARED
 
 from mimsdk import DataConfig, MaskedAutoencoder, pretrain
-from mimsdk.adapters import get_adapter
+from mimsdk.adapter import get_adapter
 from mimsdk.evaluate import masked_loss
 
 MODELNET = SHARED / "pointcloud" / "modelnet40_2048"

@@ -4,7 +4,8 @@ import torch
 from skimage.feature import hog
 
 from mimsdk import create_model
-from mimsdk.target import FrequencyTarget, PixelTarget
+from mimsdk.target import PixelTarget
+from mimsdk.variants.frequency_target import FrequencyTarget
 
 
 def _image(seed: int, size: int = 32) -> np.ndarray:

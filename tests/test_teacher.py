@@ -5,7 +5,7 @@ from mimsdk import create_model
 
 def test_ema_teacher_takes_no_gradient_and_follows_the_ema_formula(tiny_kwargs):
     model = create_model(**tiny_kwargs, target="ema_latent")
-    teacher = model.teacher
+    teacher = model.target.teacher
     assert all(not p.requires_grad for p in teacher.parameters())
     # the teacher starts as a copy of the student
     student_state = {k: v.clone() for k, v in model.encoder.state_dict().items()}
@@ -35,7 +35,7 @@ def test_ema_teacher_takes_no_gradient_and_follows_the_ema_formula(tiny_kwargs):
 def test_latent_targets_are_normalised_and_not_collapsed(tiny_kwargs):
     model = create_model(**tiny_kwargs, target="ema_latent")
     tok = model.tokenize(torch.rand(3, 3, 32, 32))
-    target = model.teacher(tok.patches)
+    target = model.target.teacher(tok.patches)
     assert target.shape == (3, 64, 192)
     assert torch.allclose(target.mean(-1), torch.zeros(3, 64), atol=1e-5)  # layer-normalised per token
-    assert model.teacher.last_std > 0.1  # tokens differ from one another
+    assert model.target.teacher.last_std > 0.1  # tokens differ from one another

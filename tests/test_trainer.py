@@ -85,3 +85,23 @@ def test_an_existing_run_is_not_overwritten(tmp_path):
 def test_keyword_overrides_name_unknown_fields(tmp_path):
     with pytest.raises(ValueError, match="unknown override 'max_stepz'"):
         pretrain(TINY, out=tmp_path / "run", max_stepz=1)
+
+
+def test_resume_extends_a_finished_run_and_refuses_other_changes_by_name(tmp_path, capsys):
+    from mimsdk import ConfigError
+    from mimsdk.cli import main
+
+    run = tmp_path / "run"
+    done = pretrain(TINY, out=run, max_steps=2, accum_steps=1, ckpt_every=1)
+    assert done.history[-1]["step"] == 2
+    longer = pretrain(out=run, resume=True, max_steps=3)  # a finished run goes on to the new end
+    assert [row["step"] for row in longer.history] == [1, 2, 3]
+    assert losses(longer.history)[:2] == losses(done.history)  # the steps already taken stay as they were
+    with pytest.raises(ConfigError, match=r"resume cannot change model.depth \(the run was trained with 2, asked 3\)"):
+        pretrain(out=run, resume=True, overrides=["model.depth=3"])
+    with pytest.raises(ConfigError, match="train.max_steps 1 is below the 3 steps"):
+        pretrain(out=run, resume=True, max_steps=1)
+    assert main(["resume", str(run), "train.max_steps=4"]) == 0
+    assert "finished at step 4" in capsys.readouterr().out
+    assert main(["resume", str(run), "train.lr=0.5"]) == 2
+    assert "resume cannot change train.lr" in capsys.readouterr().err

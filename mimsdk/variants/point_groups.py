@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mimsdk.config import ConfigError, from_mapping
+from mimsdk.errors import ConfigError
+from mimsdk.registry import TOKENIZERS
 from mimsdk.tokenizer import Tokens
 
 
@@ -183,20 +184,22 @@ class PointGroupTokenizer(nn.Module):
         points = patches.unflatten(2, (self.group_size, 3)) + where[:, :, None]
         return points.flatten(1, 2)
 
-    @classmethod
-    def from_config(cls, config: Any, dim: int) -> PointGroupTokenizer:
-        opts = from_mapping(PointGroupOptions, config.tokenizer_options, "model.tokenizer_options.")
-        if len(config.input_size) != 2 or config.input_size[1] != 3:
-            raise ConfigError(f"model.input_size: point clouds are [N, 3] (points, xyz); got {config.input_size}")
-        n = config.input_size[0]
-        for key in ("groups", "group_size", "pointnet_width"):
-            if getattr(opts, key) < 1:
-                raise ConfigError(f"model.tokenizer_options.{key}: must be at least 1, got {getattr(opts, key)}")
-        if opts.groups > n or opts.group_size > n:
-            raise ConfigError(
-                f"model.tokenizer_options: {opts.groups} groups of {opts.group_size} points need clouds of at least "
-                f"{max(opts.groups, opts.group_size)} points; model.input_size is {config.input_size}"
-            )
-        if opts.pointnet_width % 2:
-            raise ConfigError(f"model.tokenizer_options.pointnet_width: must be even, got {opts.pointnet_width}")
-        return cls(n, opts.groups, opts.group_size, dim, opts.pointnet_width)
+
+@TOKENIZERS.register("point_groups", PointGroupOptions)
+def point_groups(config: Any, dim: int, **options: Any) -> PointGroupTokenizer:
+    """Point-MAE's group tokens for clouds of ``model.input_size`` [N, 3], with ``model.tokenizer_options``."""
+    opts = PointGroupOptions(**options)
+    if len(config.input_size) != 2 or config.input_size[1] != 3:
+        raise ConfigError(f"model.input_size: point clouds are [N, 3] (points, xyz); got {config.input_size}")
+    n = config.input_size[0]
+    for key in ("groups", "group_size", "pointnet_width"):
+        if getattr(opts, key) < 1:
+            raise ConfigError(f"model.tokenizer_options.{key}: must be at least 1, got {getattr(opts, key)}")
+    if opts.groups > n or opts.group_size > n:
+        raise ConfigError(
+            f"model.tokenizer_options: {opts.groups} groups of {opts.group_size} points need clouds of at least "
+            f"{max(opts.groups, opts.group_size)} points; model.input_size is {config.input_size}"
+        )
+    if opts.pointnet_width % 2:
+        raise ConfigError(f"model.tokenizer_options.pointnet_width: must be even, got {opts.pointnet_width}")
+    return PointGroupTokenizer(n, opts.groups, opts.group_size, dim, opts.pointnet_width)

@@ -12,10 +12,15 @@ to a constant. ``last_std`` records the spread of the last targets to watch for 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mimsdk.registry import TARGETS
+from mimsdk.target import Target
 
 
 class EMATeacher(nn.Module):
@@ -66,3 +71,45 @@ class EMATeacher(nn.Module):
         target = F.layer_norm(torch.stack(layers).mean(0), x.shape[-1:])
         self.last_std.copy_(target.std(dim=1).mean())
         return target
+
+
+@dataclass
+class EMALatentOptions:
+    """``model.target_options`` of the ``ema_latent`` target (data2vec's values): the last ``top_k`` blocks are
+    averaged, and the EMA momentum rises from ``momentum[0]`` to ``momentum[1]`` over training."""
+
+    top_k: int = 6
+    momentum: list[float] = field(default_factory=lambda: [0.999, 0.9999])
+
+
+class LatentTarget(Target):
+    """Features of an EMA teacher (data2vec), scored by MSE. The teacher is made at ``bind``, as a copy of
+    the initialised student, and follows it after every optimiser step."""
+
+    name = "ema_latent"
+
+    def __init__(self, width: int, top_k: int = 6, momentum: list[float] | tuple[float, float] = (0.999, 0.9999)):
+        super().__init__()
+        if len(momentum) != 2 or not 0.0 <= momentum[0] <= momentum[1] <= 1.0:
+            raise ValueError(f"model.target_options.momentum: expected [start, end] in [0, 1], got {momentum}")
+        self.width, self.top_k, self.momentum = width, top_k, tuple(momentum)
+        self.teacher: EMATeacher | None = None
+
+    def dim(self, patch_dim: int) -> int:
+        return self.width
+
+    def bind(self, model: nn.Module) -> None:
+        self.teacher = EMATeacher(model.tokenizer, model.pos, model.encoder, self.top_k, self.momentum)
+
+    def after_step(self, model: nn.Module) -> None:
+        self.teacher.update([model.tokenizer, model.pos, model.encoder], model.progress)
+
+    def forward(
+        self, patches: torch.Tensor, weights: torch.Tensor | None = None, where: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.teacher(patches, where)
+
+
+@TARGETS.register("ema_latent", EMALatentOptions)
+def ema_latent(tokenizer: Any, width: int, top_k: int = 6, momentum: list[float] | None = None) -> LatentTarget:
+    return LatentTarget(width, top_k, momentum or (0.999, 0.9999))

@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mimsdk.position import sincos_1d, sincos_nd
+from mimsdk.position import check_kind, sincos_1d, sincos_nd
+from mimsdk.registry import TOKENIZERS
 from mimsdk.tokenizer import PatchTokenizer, Tokens
 
 
@@ -88,8 +89,7 @@ class GroupPositionEncoding(nn.Module):
 
     def __init__(self, grid: Sequence[int], dim: int, kind: str, scale: float, group_dim: int | None) -> None:
         super().__init__()
-        if kind not in ("sincos", "learned"):
-            raise ValueError(f"position encoding kind {kind!r}; expected 'sincos' or 'learned'")
+        check_kind(kind)
         groups, frames = grid[0], grid[1]
         self.group_dim = _even(group_dim if group_dim is not None else dim // 4)
         self.time_dim = self.group_dim if frames > 1 else 0
@@ -241,18 +241,18 @@ class ChannelGroupTokenizer(nn.Module):
     def position(self, dim: int, kind: str) -> nn.Module:
         return GroupPositionEncoding(self.grid4, dim, kind, self.scale(None), self.group_dim)
 
-    @classmethod
-    def from_config(cls, config: Any, dim: int) -> ChannelGroupTokenizer:
-        from mimsdk.config import from_mapping
 
-        opts = from_mapping(ChannelGroupOptions, config.tokenizer_options, "model.tokenizer_options.")
-        return cls(
-            config.input_size,
-            config.patch_size,
-            config.in_chans,
-            dim,
-            opts.groups,
-            opts.spacing,
-            opts.reference_spacing,
-            opts.group_dim,
-        )
+@TOKENIZERS.register("channel_groups", ChannelGroupOptions)
+def channel_groups(config: Any, dim: int, **options: Any) -> ChannelGroupTokenizer:
+    """SatMAE's group-channel tokens for ``model.in_chans`` channels, with ``model.tokenizer_options``."""
+    opts = ChannelGroupOptions(**options)
+    return ChannelGroupTokenizer(
+        config.input_size,
+        config.patch_size,
+        config.in_chans,
+        dim,
+        opts.groups,
+        opts.spacing,
+        opts.reference_spacing,
+        opts.group_dim,
+    )

@@ -1,0 +1,175 @@
+"""Pages: what a scan finds in PDFs (from the page tree, nothing rendered) and in page images (decoded once)."""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pypdfium2 as pdfium
+from PIL import Image, UnidentifiedImageError
+
+from mimsdk.adapter import ScanPolicy
+from mimsdk.adapters.documents.options import DocumentOptions, parse_pages
+from mimsdk.errors import DataError
+from mimsdk.labels import label_files
+
+PDF_SUFFIXES = {".pdf"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+POINTS_PER_INCH = 72.0
+POLICY = ScanPolicy(unit="documents")
+# pdfium is not thread-safe: PDFs are inspected one at a time, while images decode in the scan's threads.
+PDFIUM = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Page:
+    """One sample: page ``index`` (0-based) of ``path``, read at ``scale``.
+
+    For a PDF ``size`` is the page's width and height in points and ``scale`` pixels per point;
+    for an image ``size`` is the frame's width and height in pixels and ``scale`` the factor (≤ 1)
+    it is shrunk by to respect ``max_pixels``.
+    """
+
+    path: Path
+    index: int
+    is_pdf: bool
+    size: tuple[float, float]
+    scale: float
+
+    @property
+    def pixels(self) -> tuple[int, int]:
+        """Width and height of the page as read, in pixels."""
+        w, h = self.size
+        return max(1, math.ceil(w * self.scale)), max(1, math.ceil(h * self.scale))
+
+
+class BadFile(Exception):
+    """A file that cannot be used; the message says why (the caller names the file)."""
+
+
+def capped_scale(width: float, height: float, scale: float, max_pixels: int) -> float:
+    """``scale``, or the largest one under which ceil(width·s) × ceil(height·s) stays ≤ ``max_pixels``."""
+    if math.ceil(width * scale) * math.ceil(height * scale) <= max_pixels:
+        return scale
+    s = math.sqrt(max_pixels / (width * height))
+    while math.ceil(width * s) * math.ceil(height * s) > max_pixels:  # ceil can add a pixel row or column
+        s *= 0.999
+    return s
+
+
+def _pdf_failure(path: Path, err: pdfium.PdfiumError) -> str:
+    """Why pdfium refused ``path``. pdfium's own codes mislead (an empty page tree reads as a
+    password error), so the file's first and last megabyte, where the trailer sits, decide."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(1 << 20)
+        f.seek(max(0, size - (1 << 20)))
+        tail = f.read()
+    text = head + tail
+    if not head.lstrip().startswith(b"%PDF"):
+        return "is not a PDF (no %PDF header)"
+    if b"/Encrypt" in text:
+        return "is encrypted (password-protected); decrypt it first (e.g. qpdf --decrypt)"
+    if re.search(rb"/Count\s*0\b", text) and not re.search(rb"/Count\s*[1-9]", text):
+        return "has no pages"
+    return f"is damaged or truncated; pdfium cannot open it ({err})"
+
+
+def inspect_pdf(path: Path, opts: DocumentOptions) -> list[Page]:
+    """The selected pages of a PDF, with their size, without rendering anything. Raises BadFile."""
+    try:
+        pdf = pdfium.PdfDocument(path)
+    except pdfium.PdfiumError as err:
+        raise BadFile(_pdf_failure(path, err)) from err
+    try:
+        count = len(pdf)
+        if count == 0:
+            raise BadFile("has no pages")
+        pages = []
+        for i in _selected(count, opts.pages):
+            w, h = pdf.get_page_size(i)
+            if w <= 0 or h <= 0:
+                raise BadFile(f"page {i + 1} has an empty MediaBox ({w} × {h} pt)")
+            wanted = opts.dpi / POINTS_PER_INCH
+            scale = capped_scale(w, h, wanted, opts.max_pixels)
+            if scale < wanted:
+                warnings.warn(
+                    f"{path} page {i + 1}: {w / POINTS_PER_INCH * 0.0254:.2f} m × {h / POINTS_PER_INCH * 0.0254:.2f} m"
+                    f" would render to {math.ceil(w * wanted)} × {math.ceil(h * wanted)} pixels at {opts.dpi:g} DPI; "
+                    f"rendering at {scale * POINTS_PER_INCH:.1f} DPI to stay within data.options.max_pixels="
+                    f"{opts.max_pixels}",
+                    stacklevel=3,
+                )
+            pages.append(Page(path, i, True, (w, h), scale))
+        return pages
+    finally:
+        pdf.close()
+
+
+def inspect_image(path: Path, opts: DocumentOptions) -> list[Page]:
+    """The selected frames of an image file, each decoded once to prove it readable. Raises BadFile."""
+    try:
+        with Image.open(path) as img:
+            count = getattr(img, "n_frames", 1)
+            pages = []
+            for i in _selected(count, opts.pages):
+                img.seek(i)
+                img.load()  # decode every byte: a truncated scan fails here, not during training
+                w, h = img.size
+                scale = capped_scale(w, h, 1.0, opts.max_pixels)
+                if scale < 1.0:
+                    warnings.warn(
+                        f"{path} frame {i + 1}: {w} × {h} pixels exceed data.options.max_pixels={opts.max_pixels}; "
+                        f"it is shrunk by {scale:.3f}",
+                        stacklevel=3,
+                    )
+                pages.append(Page(path, i, False, (float(w), float(h)), scale))
+            return pages
+    except UnidentifiedImageError as err:
+        raise BadFile("is not an image Pillow can read") from err
+    except Image.DecompressionBombError as err:
+        raise BadFile(f"is too large to decode safely ({err})") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise BadFile(f"cannot be decoded ({err})") from err
+
+
+def _selected(count: int, spec: str) -> list[int]:
+    ranges = parse_pages(spec)
+    if ranges is None:
+        return list(range(count))
+    return sorted({i for first, last in ranges for i in range(first, min(last, count))})
+
+
+def inspect(path: Path, opts: DocumentOptions) -> list[Page]:
+    """The selected pages of one PDF or image file; DataError naming it and why it cannot be used."""
+    try:
+        if path.suffix.lower() in PDF_SUFFIXES:
+            with PDFIUM:
+                return inspect_pdf(path, opts)
+        return inspect_image(path, opts)
+    except BadFile as bad:
+        raise DataError(f"{path} {bad}") from bad
+
+
+def scan_documents(
+    root: str | Path, opts: DocumentOptions, labels_csv: str | Path | None = None, strict: bool = False
+) -> tuple[list[Page], list[int], list[str]]:
+    """Pages of the documents under ``root`` (a folder, searched recursively, or one file), their labels
+    (-1 when unlabelled) and the class names.
+
+    Raises DataError for a missing path, no documents, or (``strict``) the first unusable file.
+    """
+    root = Path(root)
+    suffixes = PDF_SUFFIXES | IMAGE_SUFFIXES
+    files = POLICY.walk(
+        root, f"PDFs or page images ({', '.join(sorted(suffixes))})", lambda p: p.suffix.lower() in suffixes
+    )
+    pages = [page for _, found in POLICY.check(root, files, lambda p: inspect(p, opts), strict) for page in found]
+    if not pages:
+        raise DataError(f"{root} holds no usable pages (pages={opts.pages!r})")
+    labels, classes = label_files([page.path for page in pages], root, labels_csv, opts.label_column)
+    return pages, labels, classes

@@ -1,0 +1,60 @@
+"""The medical adapter's ``data.options`` and what follows from them alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mimsdk.config import ModelConfig, choice
+from mimsdk.errors import DataError
+
+
+@dataclass
+class MedicalOptions:
+    """``data.options`` of the medical adapter; the preparation keys are stored with the model."""
+
+    kind: str = choice("auto", "auto", "ct", "mri", "xray")  # auto: intensity by percentiles, as for MRI
+    intensity: str = choice("auto", "auto", "window", "percentiles", "none")  # auto: window for CT, else percentiles
+    window: list[float] = field(default_factory=lambda: [-1000.0, 1000.0])  # CT: Hounsfield units -> [0, 1], clipped
+    percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])  # MRI / X-ray: per channel -> [0, 1]
+    spacing: list[float] | None = None  # target voxel (pixel) spacing in mm; None keeps each file's own
+    orientation: str = choice("RAS", "RAS", "LPS", "none")  # 3D only: axes reordered and flipped to this frame
+    channels: list[str] | None = None  # sequence names, e.g. [T1, T2, FLAIR]; None: one channel, "image"
+    foreground_crop: bool = False  # crop to the bounding box of voxels above 0 after intensity scaling
+    margin: int = 0  # voxels kept around the foreground
+    fit: str = choice("auto", "auto", "crop", "resize")  # auto: crop for 3D, resize for 2D
+    pad: bool = False  # pad volumes smaller than the crop (else they are bad input)
+    cache: str = choice("auto", "auto", "none", "memory", "disk")  # auto: memory for files, none for npz
+    cache_dir: str | None = None  # for cache: disk (default: <data path>.mimsdk-cache beside a file, inside a folder)
+    split: str = "train"  # npz: arrays <split>_images / <split>_labels
+    npz_images: str | None = None  # npz: explicit array names instead of the split's
+    npz_labels: str | None = None
+
+
+# Keys that change what a prepared volume looks like: they are stored with the model, so the evaluation
+# commands (embed, probe, reconstruct) prepare data as in pre-training without the recipe.
+PREPARE_KEYS = (
+    "kind", "intensity", "window", "percentiles", "spacing", "orientation", "channels", "foreground_crop", "margin",
+    "fit", "pad",
+)  # fmt: skip
+
+
+def intensity(opts: MedicalOptions) -> str:
+    """The intensity scaling ``opts`` asks for, ``auto`` resolved: a window for CT, percentiles otherwise."""
+    if opts.intensity != "auto":
+        return opts.intensity
+    return "window" if opts.kind == "ct" else "percentiles"
+
+
+def crops(opts: MedicalOptions, ndim: int) -> bool:
+    """Whether volumes are cropped to ``model.input_size`` (else resized): ``auto`` crops 3D, resizes 2D."""
+    return opts.fit == "crop" or (opts.fit == "auto" and ndim == 3)
+
+
+def channel_names(opts: MedicalOptions, model: ModelConfig) -> list[str]:
+    """One name per channel of ``model``: the sequences of ``data.options.channels``, or defaults."""
+    names = opts.channels or (["image"] if model.in_chans == 1 else [f"channel{i}" for i in range(model.in_chans)])
+    if len(names) != model.in_chans:
+        raise DataError(
+            f"data.options.channels names {len(names)} sequences {names}; model.in_chans is {model.in_chans}"
+        )
+    return names
