@@ -12,11 +12,8 @@ A run directory holds:
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,17 +26,17 @@ from tqdm import tqdm
 
 from mimsdk.adapter import get_adapter
 from mimsdk.atomic import atomic_write
+from mimsdk.checkpoint import CHECKPOINT, read_checkpoint, restore_random_state, resumable, save_checkpoint
 from mimsdk.config import (
     ConfigError,
-    ModelConfig,
     Recipe,
     TrainConfig,
-    from_mapping,
     keyword_overrides,
     load_recipe,
     merge,
     parse_overrides,
 )
+from mimsdk.continued import StartingPoint, adopt, load_into
 from mimsdk.data import ResumableSampler, SeededDataset
 from mimsdk.distributed import barrier, init_processes, mean_across
 from mimsdk.errors import DataError
@@ -49,11 +46,11 @@ from mimsdk.hub.client import looks_local
 from mimsdk.model import MaskedAutoencoder, create_model
 from mimsdk.optim import lr_at, param_groups, set_lr
 from mimsdk.probe import knn_accuracy
-from mimsdk.serialization import is_encoder_only, save_model
+from mimsdk.run_log import TRAIN_COLUMNS, RunLog
+from mimsdk.serialization import save_model
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
 PICTURE_SAMPLES = 8
 
 
@@ -114,36 +111,6 @@ def pretrain(
     return Trainer(cfg, out, init=init, init_revision=init_revision, init_overrides=explicit).fit()
 
 
-# What a resumed run may change: its length, and how often it logs, saves and looks.
-RESUMABLE = {"train.max_steps", "train.log_every", "train.ckpt_every", "train.recon_every", "train.probe_every"}
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "metadata" and not key.endswith("options"):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _resumable(saved: Recipe, asked: Recipe, step: int) -> Recipe:
-    """``asked`` if it differs from the checkpoint's ``saved`` recipe only in RESUMABLE keys, with a length
-    of at least the steps done; a ConfigError naming the first other key and both values otherwise."""
-    before, after = _flat(saved.to_dict()), _flat(asked.to_dict())
-    for key in sorted(set(before) | set(after)):
-        if before.get(key) != after.get(key) and key not in RESUMABLE:
-            raise ConfigError(
-                f"resume cannot change {key} (the run was trained with {before.get(key)!r}, asked {after.get(key)!r}); "
-                f"only {', '.join(sorted(RESUMABLE))} may change. To train a changed model from this one, start a "
-                "new run with --init RUN_DIR"
-            )
-    if asked.train.max_steps is not None and asked.train.max_steps < step:
-        raise ConfigError(f"train.max_steps {asked.train.max_steps} is below the {step} steps the run has done")
-    return asked
-
-
 def _pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -180,10 +147,12 @@ class Trainer:
         _resuming: bool = False,
     ) -> None:
         self.recipe = recipe
-        self._init_state: dict[str, torch.Tensor] | None = None
-        if init is not None:
+        self._start: StartingPoint | None = None
+        if init is not None:  # continued pre-training: the model's config and weights replace the recipe's
             source = init if isinstance(init, MaskedAutoencoder) else load_model(init, revision=init_revision)
-            self._use_init(source, init_overrides or {}, init)
+            hub_id = init if isinstance(init, str) and not looks_local(init) else None
+            self._start = adopt(recipe, source, init_overrides or {}, base_model=hub_id)
+            log.info("continuing pre-training from %s", init if isinstance(init, str | Path) else "a model")
         self.device = _pick_device(recipe.train.device)
         self.procs = init_processes(self.device)
         if self.device.type == "cuda" and self.procs.world > 1:
@@ -201,45 +170,6 @@ class Trainer:
         self._build_model()
 
     # -- set-up ---------------------------------------------------------------
-
-    def _use_init(self, source: MaskedAutoencoder, overrides: dict[str, Any], name: Any) -> None:
-        """Take ``source``'s config (plus explicit model overrides) as the recipe's model, and its weights."""
-        cfg = self.recipe
-        model = from_mapping(ModelConfig, merge(dataclasses.asdict(source.config), overrides), "model.")
-        if model.modality != cfg.data.modality:
-            raise ConfigError(
-                f"the model to continue from is for {model.modality!r} but data.modality is {cfg.data.modality!r}"
-            )
-        if isinstance(name, str) and not looks_local(name):  # a Hub repo: record where it came from
-            model.metadata["base_model"] = name
-        # Data read as the model was trained: its normalisation, unless the recipe sets one.
-        if cfg.data.mean is None and model.metadata.get("mean") is not None:
-            cfg.data.mean = list(model.metadata["mean"])
-        if cfg.data.std is None and model.metadata.get("std") is not None:
-            cfg.data.std = list(model.metadata["std"])
-        cfg.model = model
-        self._init_state = {k: v.detach().cpu() for k, v in source.state_dict().items()}
-        self._init_encoder_only = is_encoder_only(source)
-        log.info("continuing pre-training from %s", name if isinstance(name, str | Path) else "a model")
-
-    def _load_init(self) -> None:
-        state = self._init_state
-        expected = self.model.state_dict()
-        for key, value in state.items():
-            if key in expected and value.shape != expected[key].shape:
-                raise ConfigError(
-                    f"the model to continue from does not fit the model section: {key} has shape "
-                    f"{tuple(value.shape)}, the model section makes {tuple(expected[key].shape)}"
-                )
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        allowed = [k for k in missing if self._init_encoder_only and k.startswith("decoder.")]
-        if unexpected or len(allowed) != len(missing):
-            raise ConfigError(
-                f"the model to continue from does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}"
-            )
-        if allowed:
-            log.warning("continuing from an encoder-only model: the decoder starts from a fresh initialisation")
-        self._init_state = None
 
     def _build_data(self) -> None:
         cfg = self.recipe
@@ -274,8 +204,9 @@ class Trainer:
         cfg.model.metadata = {**self.adapter.metadata(cfg.data, cfg.model), **cfg.model.metadata}
         torch.manual_seed(cfg.train.seed)
         self.model = create_model(cfg.model)
-        if self._init_state is not None:
-            self._load_init()
+        if self._start is not None:
+            load_into(self.model, self._start)
+            self._start = None
         self.model = self.model.to(self.device)
         self.ddp = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -301,23 +232,17 @@ class Trainer:
         from the resumed step on, so its remaining learning rates differ from a run planned that long.
         """
         run_dir = Path(run_dir)
-        path = run_dir / CHECKPOINT
-        if not path.is_file():
-            raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT} to resume from")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(run_dir)
         recipe = load_recipe(state["recipe"])
         if changes:
-            recipe = _resumable(recipe, load_recipe(state["recipe"], changes), state["step"])
+            recipe = resumable(recipe, load_recipe(state["recipe"], changes), state["step"])
         trainer = cls(recipe, run_dir, _resuming=True)
         trainer.model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scaler.load_state_dict(state["scaler"])
         trainer.step = state["step"]
         trainer.history = state["history"]
-        torch.set_rng_state(state["rng_cpu"])
-        if torch.cuda.is_available() and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        random.setstate((state["rng_python"][0], tuple(state["rng_python"][1]), state["rng_python"][2]))
+        restore_random_state(state)
         return trainer
 
     # -- the loop -------------------------------------------------------------
@@ -362,8 +287,9 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "recipe.yaml").write_text(self.recipe.to_yaml())
-            self._rewrite_metrics()
-        writer = self._tensorboard() if main else None
+        run_log = RunLog(self.run_dir, self.eval_set is not None, self.step) if main else None
+        if run_log:
+            run_log.restart(self.history, lambda row: self._logged(row, self.total_steps))
         batches = self._batches(self.step * t.accum_steps)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not main, desc=self.recipe.name, unit="step")
         self.ddp.train()
@@ -404,22 +330,26 @@ class Trainer:
             if self._due(t.probe_every, end):
                 row.update(self._evaluate())
             if main:
-                if self.step % t.log_every == 0 or done or len(row) > 4:
-                    self._log(row, writer)
+                if self._logged(row, stop):
+                    run_log.write(row)
                 if self._due(t.recon_every, end):
                     self.save_picture()
                 if self._due(t.ckpt_every, done):
                     self.save_checkpoint()
             self.ddp.train()
         bar.close()
-        if writer:
-            writer.close()
+        if run_log:
+            run_log.close()
         barrier(self.procs)
         self.model.eval()
         return PretrainResult(self.model, self.run_dir, self.history, self.recipe)
 
     def _due(self, every: int, done: bool) -> bool:
         return done or (every > 0 and self.step % every == 0)
+
+    def _logged(self, row: dict[str, float], last: int) -> bool:
+        """Whether metrics.csv gets ``row``: every ``log_every`` steps, the last, and any with measurements."""
+        return row["step"] % self.recipe.train.log_every == 0 or row["step"] == last or len(row) > len(TRAIN_COLUMNS)
 
     # -- measurements ---------------------------------------------------------
 
@@ -461,56 +391,8 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write the checkpoint and the model directory; the previous checkpoint stays whole until then."""
-        state = {
-            "recipe": self.recipe.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "history": self.history,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "rng_python": list(random.getstate()),
-        }
-        path = self.run_dir / CHECKPOINT
-        atomic_write(path, lambda p: torch.save(state, p))
+        parts = {"model": self.model, "optimizer": self.optimizer, "scaler": self.scaler}
+        state = {name: part.state_dict() for name, part in parts.items()}
+        path = save_checkpoint(self.run_dir, self.recipe, self.step, self.history, **state)
         save_model(self.model, self.run_dir / "model")
         return path
-
-    def _metric_names(self) -> list[str]:
-        names = ["step", "loss", "lr", "images_per_s"]
-        if self.eval_set is not None:
-            names += ["eval_loss", "knn_acc"]
-        return names
-
-    def _rewrite_metrics(self) -> None:
-        """metrics.csv from the history (after a resume it drops rows past the checkpoint)."""
-        names = self._metric_names()
-        t = self.recipe.train
-        rows = [r for r in self.history if r["step"] % t.log_every == 0 or len(r) > 4 or r["step"] == self.total_steps]
-
-        def write(p: str) -> None:
-            with open(p, "w", newline="") as f:
-                w = csv.DictWriter(f, names, extrasaction="ignore")
-                w.writeheader()
-                w.writerows(rows)
-
-        atomic_write(self.run_dir / "metrics.csv", write)
-
-    def _log(self, row: dict[str, float], writer: Any) -> None:
-        with open(self.run_dir / "metrics.csv", "a", newline="") as f:
-            csv.DictWriter(f, self._metric_names(), extrasaction="ignore").writerow(row)
-        if writer is not None:
-            for key, value in row.items():
-                if key != "step":
-                    writer.add_scalar(f"pretrain/{key}", value, row["step"])
-        if len(row) > 4:
-            log.info("step %d: %s", row["step"], {k: round(v, 4) for k, v in row.items() if k != "step"})
-
-    def _tensorboard(self) -> Any:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is a dependency, but a broken install must not stop training
-            log.warning("tensorboard is not importable; metrics go to metrics.csv only")
-            return None
-        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if self.step else None)
