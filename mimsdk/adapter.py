@@ -209,6 +209,13 @@ class Adapter:
         """The small sample shipped with mimsdk, or None."""
         return None
 
+    def sample_eval_path(self) -> Path | None:
+        """The held-out split shipped beside the sample (``<sample>-eval``), or None: a run given no data
+        path evaluates on it, so the quickstart shows its held-out loss and kNN accuracy."""
+        sample = self.sample_path()
+        held_out = sample.with_name(f"{sample.name}-eval") if sample is not None else None
+        return held_out if held_out is not None and held_out.is_dir() else None
+
     # -- options ---------------------------------------------------------------------------------
 
     def options(self, data: DataConfig, model: ModelConfig | None = None) -> Any:

@@ -42,3 +42,22 @@ def mean_across(value: torch.Tensor, procs: Processes) -> torch.Tensor:
 def barrier(procs: Processes) -> None:
     if procs.world > 1:
         dist.barrier()
+
+
+def pick_device(name: str) -> torch.device:
+    """``train.device``: ``auto`` is CUDA when there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """``train.precision`` on ``device``: the autocast dtype, or None for fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    # auto: bf16 where the hardware does it fast (CUDA with bf16); fp32 on CPU, where bf16 is slower.
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None

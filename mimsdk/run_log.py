@@ -1,4 +1,4 @@
-"""What a run writes as it goes, on the main process: ``metrics.csv`` and TensorBoard."""
+"""What a run says as it goes, on the main process: a summary at the start, ``metrics.csv`` and TensorBoard."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from mimsdk.atomic import atomic_write
 
@@ -52,6 +55,11 @@ class RunLog:
         if len(row) > len(TRAIN_COLUMNS):
             log.info("step %d: %s", row["step"], {k: round(v, 4) for k, v in row.items() if k != "step"})
 
+    def picture(self, tag: str, image: Any, step: int) -> None:
+        """A PIL picture (reconstructions) in TensorBoard's images tab."""
+        if self.writer is not None:
+            self.writer.add_image(f"pretrain/{tag}", np.asarray(image.convert("RGB")), step, dataformats="HWC")
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -64,3 +72,27 @@ class RunLog:
             log.warning("tensorboard is not importable; metrics go to metrics.csv only")
             return None
         return SummaryWriter(str(folder), purge_step=step + 1 if step else None)
+
+
+def run_summary(trainer: Any) -> str:
+    """What a trainer is about to do, in a few lines: data, model, schedule, device."""
+
+    def counted(dataset: Any, path: Path) -> str:
+        classes = f" in {len(dataset.classes)} classes" if dataset.classes else ", unlabelled"
+        return f"{len(dataset)} samples{classes} from {path}"
+
+    cfg, t = trainer.recipe, trainer.recipe.train
+    dim, depth, heads = cfg.model.width
+    params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
+    held_out = f"; held out: {counted(trainer.eval_set, trainer.eval_path)}" if trainer.eval_set is not None else ""
+    precision = "bf16" if trainer.autocast is torch.bfloat16 else "fp32"
+    start = f", resuming at step {trainer.step}" if trainer.step else ""
+    processes = f"{trainer.procs.world} process" + ("es" if trainer.procs.world > 1 else "")
+    return "\n".join([
+        f"{cfg.name}: {cfg.data.modality} data, {counted(trainer.view_set, trainer.data_path)}{held_out}",
+        f"model: {dim} wide, {depth} blocks, {heads} heads, {params:.2f} M parameters, {trainer.model.num_tokens} "
+        f"tokens, masker {cfg.model.masker} ({cfg.model.mask_ratio:g}), target {cfg.model.target}",
+        f"training: {trainer.total_steps} steps of {trainer.global_batch * t.accum_steps} samples "
+        f"on {processes}, peak lr {trainer.peak_lr:.2e}, {precision} on {trainer.device} with "
+        f"{torch.get_num_threads()} threads{start}; run directory {trainer.run_dir}",
+    ])  # fmt: skip

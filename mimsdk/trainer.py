@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from mimsdk.config import (
 )
 from mimsdk.continued import StartingPoint, adopt, load_into
 from mimsdk.data import ResumableSampler, SeededDataset
-from mimsdk.distributed import barrier, init_processes, mean_across
+from mimsdk.distributed import autocast_dtype, barrier, init_processes, mean_across, pick_device
 from mimsdk.errors import DataError
 from mimsdk.evaluate import extract_features, masked_loss
 from mimsdk.hub import load_model
@@ -46,7 +47,7 @@ from mimsdk.hub.client import looks_local
 from mimsdk.model import MaskedAutoencoder, create_model
 from mimsdk.optim import lr_at, param_groups, set_lr
 from mimsdk.probe import knn_accuracy
-from mimsdk.run_log import TRAIN_COLUMNS, RunLog
+from mimsdk.run_log import TRAIN_COLUMNS, RunLog, run_summary
 from mimsdk.serialization import save_model
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,11 @@ class PretrainResult:
     run_dir: Path
     history: list[dict[str, float]] = field(default_factory=list)
     recipe: Recipe | None = None
+
+    def __repr__(self) -> str:  # the model's and the history's own reprs run to pages
+        last = self.history[-1] if self.history else {}
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "step")
+        return f"PretrainResult(run_dir='{self.run_dir}', steps={last.get('step', 0)}, last: {shown or 'none'})"
 
 
 def pretrain(
@@ -111,23 +117,6 @@ def pretrain(
     return Trainer(cfg, out, init=init, init_revision=init_revision, init_overrides=explicit).fit()
 
 
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    # auto: bf16 where the hardware does it fast (CUDA with bf16); fp32 on CPU, where bf16 is slower.
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
 class Trainer:
     """One pre-training run. ``Trainer(recipe, out).fit()`` or ``Trainer.resume(out).fit()``.
 
@@ -153,7 +142,7 @@ class Trainer:
             hub_id = init if isinstance(init, str) and not looks_local(init) else None
             self._start = adopt(recipe, source, init_overrides or {}, base_model=hub_id)
             log.info("continuing pre-training from %s", init if isinstance(init, str | Path) else "a model")
-        self.device = _pick_device(recipe.train.device)
+        self.device = pick_device(recipe.train.device)
         self.procs = init_processes(self.device)
         if self.device.type == "cuda" and self.procs.world > 1:
             self.device = torch.device("cuda", self.procs.local_rank)
@@ -176,13 +165,13 @@ class Trainer:
         path = cfg.data.path or self.adapter.sample_path()
         if path is None:
             raise DataError(f"data.path is not set and the {cfg.data.modality} adapter ships no sample")
-        self.data_path = Path(path)
+        # The shipped sample comes with a held-out split; a user's data are held out only when asked.
+        eval_path = cfg.data.eval_path or (self.adapter.sample_eval_path() if cfg.data.path is None else None)
+        self.data_path, self.eval_path = Path(path), Path(eval_path) if eval_path else None
         # Fails here, before any training, on a missing, empty or unreadable folder.
         self.train_set = SeededDataset(self.adapter.dataset(path, cfg.data, cfg.model, train=True), cfg.train.seed)
         self.view_set = self.adapter.dataset(path, cfg.data, cfg.model, train=False)
-        self.eval_set = (
-            self.adapter.dataset(cfg.data.eval_path, cfg.data, cfg.model, train=False) if cfg.data.eval_path else None
-        )
+        self.eval_set = self.adapter.dataset(eval_path, cfg.data, cfg.model, train=False) if eval_path else None
         self.global_batch = cfg.data.batch_size * self.procs.world
         self.batches_per_epoch = ResumableSampler.batches_per_epoch(len(self.train_set), self.global_batch)
         if self.batches_per_epoch == 0:
@@ -217,7 +206,7 @@ class Trainer:
         groups = param_groups(self.model, t.weight_decay, self.model.no_weight_decay())
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=tuple(t.betas), fused=fused)
-        self.autocast = _autocast_dtype(t.precision, self.device)
+        self.autocast = autocast_dtype(t.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -290,8 +279,14 @@ class Trainer:
         run_log = RunLog(self.run_dir, self.eval_set is not None, self.step) if main else None
         if run_log:
             run_log.restart(self.history, lambda row: self._logged(row, self.total_steps))
+            tqdm.write(run_summary(self), file=sys.stderr)
         batches = self._batches(self.step * t.accum_steps)
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not main, desc=self.recipe.name, unit="step")
+        # In a log file rather than a terminal, a bar redrawn every step would be a line per step.
+        every = 0.1 if sys.stderr.isatty() else 30.0
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, disable=not main, desc=self.recipe.name, unit="step",
+            mininterval=every, file=sys.stderr,
+        )  # fmt: skip
         self.ddp.train()
         while self.step < stop:
             started = time.perf_counter()
@@ -325,7 +320,7 @@ class Trainer:
             row = {"step": self.step, "loss": loss, "lr": lr, "images_per_s": rate}
             self.history.append(row)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False)
             done, end = self.step == stop, self.step == self.total_steps
             if self._due(t.probe_every, end):
                 row.update(self._evaluate())
@@ -333,7 +328,7 @@ class Trainer:
                 if self._logged(row, stop):
                     run_log.write(row)
                 if self._due(t.recon_every, end):
-                    self.save_picture()
+                    self.save_picture(run_log)
                 if self._due(t.ckpt_every, done):
                     self.save_checkpoint()
             self.ddp.train()
@@ -369,12 +364,17 @@ class Trainer:
         return result
 
     def picture_batch(self) -> torch.Tensor:
+        """The samples every picture of the run shows: spread over the data (a seeded draw, not the first
+        files in sorted order, which are often one class), held-out ones when there are."""
         source = self.eval_set or self.view_set
-        count = min(PICTURE_SAMPLES, len(source))
-        return torch.stack([source[i][0] for i in range(count)])
+        return torch.stack([source[i][0] for i in self.picture_indices(len(source))])
+
+    def picture_indices(self, size: int) -> list[int]:
+        chosen = torch.randperm(size, generator=torch.Generator().manual_seed(self.recipe.train.seed))
+        return sorted(chosen[:PICTURE_SAMPLES].tolist())
 
     @torch.no_grad()
-    def save_picture(self) -> Path:
+    def save_picture(self, run_log: RunLog | None = None) -> Path:
         self.model.eval()
         x = self.picture_batch().to(self.device)
         gen = torch.Generator().manual_seed(self.recipe.train.seed)
@@ -385,6 +385,8 @@ class Trainer:
         path = folder / f"step_{self.step:07d}.png"
         atomic_write(path, lambda p: picture.save(p, format="PNG"))
         atomic_write(folder / "latest.png", lambda p: picture.save(p, format="PNG"))
+        if run_log is not None:
+            run_log.picture("reconstruction", picture, self.step)
         return path
 
     # -- persistence ------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Generate the tiny labelled image sample that ships in mimsdk/sample/images.
 
 Synthetic, so it carries no licence question: four classes of 32×32 pictures
-(stripes, checkers, discs, gradients) with random colours, phases and sizes.
+(stripes, checkers, discs, gradients) with random colours, phases and sizes;
+32 per class for training and, drawn with another seed, 16 per class held out
+(mimsdk/sample/images-eval).
 Run: python scripts/make_images_sample.py
 """
 
@@ -11,7 +13,9 @@ import numpy as np
 from PIL import Image
 
 OUT = Path(__file__).resolve().parents[1] / "mimsdk" / "sample" / "images"
+HELD_OUT = OUT.with_name("images-eval")  # the held-out split training evaluates on when no data path is given
 PER_CLASS = 32
+PER_CLASS_HELD_OUT = 16
 SIZE = 32
 
 
@@ -36,13 +40,18 @@ def draw(kind: str, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def main() -> None:
-    rng = np.random.default_rng(0)
+def write(root: Path, per_class: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
     for kind in ("stripes", "checkers", "discs", "gradients"):
-        folder = OUT / kind
+        folder = root / kind
         folder.mkdir(parents=True, exist_ok=True)
-        for i in range(PER_CLASS):
+        for i in range(per_class):
             Image.fromarray(draw(kind, rng)).save(folder / f"{i:03d}.png", optimize=True)
+
+
+def main() -> None:
+    write(OUT, PER_CLASS, seed=0)
+    write(HELD_OUT, PER_CLASS_HELD_OUT, seed=1)
 
 
 if __name__ == "__main__":

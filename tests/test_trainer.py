@@ -105,3 +105,28 @@ def test_resume_extends_a_finished_run_and_refuses_other_changes_by_name(tmp_pat
     assert "finished at step 4" in capsys.readouterr().out
     assert main(["resume", str(run), "train.lr=0.5"]) == 2
     assert "resume cannot change train.lr" in capsys.readouterr().err
+
+
+def test_quickstart_says_what_it_does_and_monitors_its_shipped_held_out_split(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    small = ["model.depth=1", "model.decoder_depth=1", "data.num_workers=0", "train.recon_every=2"]
+    result = pretrain("quickstart", out=tmp_path / "q", overrides=small, max_steps=2, probe_every=2)
+    said = capsys.readouterr().err
+    assert "128 samples in 4 classes" in said and "held out: 64 samples in 4 classes" in said
+    assert "2 steps of 64 samples on 1 process" in said and "masker random (0.75), target norm_pix" in said
+    last = result.history[-1]
+    assert {"eval_loss", "knn_acc"} <= set(last)  # no data.eval_path needed for the shipped sample
+    header = (tmp_path / "q" / "metrics.csv").read_text().splitlines()[0]
+    assert header == "step,loss,lr,images_per_s,eval_loss,knn_acc"
+    text = repr(result)
+    assert text.startswith("PretrainResult(run_dir=") and "steps=2" in text and len(text) < 300
+    # pictures show samples spread over the classes, and reach TensorBoard too
+    trainer = Trainer.resume(tmp_path / "q")
+    shown = trainer.picture_indices(len(trainer.eval_set))
+    assert len(shown) == 8 and len({trainer.eval_set[i][1] for i in shown}) > 1  # the first 8 files are one class
+    assert {trainer.eval_set[i][1] for i in range(8)} == {0}
+    assert torch.equal(trainer.picture_batch()[0], trainer.eval_set[shown[0]][0])
+    events = EventAccumulator(str(tmp_path / "q" / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert "pretrain/reconstruction" in events.Tags()["images"]
