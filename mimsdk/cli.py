@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from mimsdk.config import list_recipes, recipe_source
-from mimsdk.errors import ConfigError, DataError
+from mimsdk.errors import ConfigError, DataError, DivergedError
 from mimsdk.hub.errors import HubError
 from mimsdk.version import __version__
 
@@ -63,7 +63,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     from mimsdk.probe import read_dataset
 
     model = load_model(args.model_dir)
-    dataset = read_dataset(model, args.data, args.labels)
+    dataset = read_dataset(model, args.data, args.labels, label_column=args.label_column)
     feats, labels = extract_features(model, dataset, args.batch_size, pool=args.pool)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -82,16 +82,22 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 def cmd_probe(args: argparse.Namespace) -> None:
     from mimsdk.hub import load_model
-    from mimsdk.probe import METHODS, probe_model, random_like
+    from mimsdk.probe import METHODS, SingleSampleWarning, probe_model, random_like
 
     methods = list(METHODS) if args.method == "all" else [args.method]
     model = load_model(args.model_dir)
     rows = {"pre-trained": model}
     if args.compare_random:
         rows["random init"] = random_like(model, args.seed)
-    print(f"| encoder | {' | '.join(methods)} |\n|---|{'---|' * len(methods)}")
-    for name, m in rows.items():
-        acc = probe_model(m, args.data, args.eval_data, args.labels, methods, args.epochs, args.seed)
+    for i, (name, m) in enumerate(rows.items()):
+        with warnings.catch_warnings():
+            if i:  # the same data as the first row's: its classes were already warned about
+                warnings.simplefilter("ignore", SingleSampleWarning)
+            acc = probe_model(
+                m, args.data, args.eval_data, args.labels, methods, args.epochs, args.seed, args.label_column
+            )
+        if not i:  # after the first probe, so that an error in the data comes alone
+            print(f"| encoder | {' | '.join(methods)} |\n|---|{'---|' * len(methods)}")
         print(f"| {name} | {' | '.join(f'{acc[k]:.3f}' for k in methods)} |")
 
 
@@ -146,6 +152,16 @@ def cmd_recipes(args: argparse.Namespace) -> None:
 MODEL_HELP = "a run directory, a model directory or a Hub repo id (user/name)"
 
 
+def add_label_arguments(p: argparse.ArgumentParser) -> None:
+    """``--labels CSV`` and ``--label-column NAME``, for the commands that read labels."""
+    p.add_argument("--labels", metavar="CSV", help="CSV with columns path (relative to it) and label")
+    p.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="the column of --labels holding the labels (default label; another only for documents models)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mimsdk", description="Masked-autoencoder pre-training for your domain.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -185,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--data", required=True)
     p.add_argument("-o", "--output", required=True, help=".npy (features) or .safetensors (features, labels, files)")
-    p.add_argument("--labels", help="CSV with columns path,label")
+    add_label_arguments(p)
     p.add_argument("--pool", choices=["mean", "cls"], default="mean")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_embed)
@@ -194,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--data", required=True, help="labelled training data (class sub-folders or --labels)")
     p.add_argument("--eval-data", help="labelled test data (default: 20%% of --data held out)")
-    p.add_argument("--labels", help="CSV with columns path,label")
+    add_label_arguments(p)
     p.add_argument("--method", choices=["knn", "linear", "finetune", "all"], default="knn")
     p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
     p.add_argument("--compare-random", action="store_true", help="also probe a randomly initialised encoder")
@@ -246,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.func(args)
-    except (ConfigError, DataError, HubError, FileNotFoundError, FileExistsError, ValueError) as err:
+    except (ConfigError, DataError, DivergedError, HubError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"mimsdk: error: {err}", file=sys.stderr)
         return 2
     return 0

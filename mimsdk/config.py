@@ -110,6 +110,8 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     accum_steps: int = 1
     clip_grad: float | None = None
+    on_nonfinite: str = choice("stop", "stop", "skip", "rollback")  # a non-finite loss or gradient: see nonfinite.py
+    max_nonfinite: int = 5  # skip: non-finite steps in a row before stopping; rollback: rollbacks in a run
     precision: str = choice("auto", "auto", "fp32", "bf16")
     device: str = "auto"
     seed: int = 0

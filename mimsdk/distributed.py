@@ -19,6 +19,11 @@ class Processes:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def place(self) -> tuple[int, int]:
+        """(rank, world): this process's slice of every global batch."""
+        return self.rank, self.world
+
 
 def init_processes(device: torch.device) -> Processes:
     """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""

@@ -12,3 +12,7 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """Unusable input data; the message names the file or folder and what was expected."""
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss, gradient or weight; the message names the step and what to try."""

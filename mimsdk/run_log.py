@@ -74,6 +74,17 @@ class RunLog:
         return SummaryWriter(str(folder), purge_step=step + 1 if step else None)
 
 
+def save_picture(folder: Path, picture: Any, step: int, run_log: RunLog | None = None) -> Path:
+    """``folder/step_NNNNNNN.png`` and ``folder/latest.png``, each written whole; also to TensorBoard."""
+    folder.mkdir(exist_ok=True)
+    path = folder / f"step_{step:07d}.png"
+    for target in (path, folder / "latest.png"):
+        atomic_write(target, lambda p: picture.save(p, format="PNG"))
+    if run_log is not None:
+        run_log.picture("reconstruction", picture, step)
+    return path
+
+
 def run_summary(trainer: Any) -> str:
     """What a trainer is about to do, in a few lines: data, model, schedule, device."""
 

@@ -16,6 +16,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mimsdk.adapter import get_adapter
-from mimsdk.atomic import atomic_write
 from mimsdk.checkpoint import CHECKPOINT, read_checkpoint, restore_random_state, resumable, save_checkpoint
 from mimsdk.config import (
     ConfigError,
@@ -45,9 +45,10 @@ from mimsdk.evaluate import extract_features, masked_loss
 from mimsdk.hub import load_model
 from mimsdk.hub.client import looks_local
 from mimsdk.model import MaskedAutoencoder, create_model
+from mimsdk.nonfinite import NonFiniteGuard
 from mimsdk.optim import lr_at, param_groups, set_lr
 from mimsdk.probe import knn_accuracy
-from mimsdk.run_log import TRAIN_COLUMNS, RunLog, run_summary
+from mimsdk.run_log import TRAIN_COLUMNS, RunLog, run_summary, save_picture
 from mimsdk.serialization import save_model
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,9 @@ class Trainer:
         self.autocast = autocast_dtype(t.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
         self.step = 0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk
         self.history: list[dict[str, float]] = []
+        self.guard = NonFiniteGuard(t.on_nonfinite, t.max_nonfinite)
 
     @classmethod
     def resume(cls, run_dir: str | Path, changes: dict[str, Any] | None = None) -> Trainer:
@@ -226,31 +229,31 @@ class Trainer:
         if changes:
             recipe = resumable(recipe, load_recipe(state["recipe"], changes), state["step"])
         trainer = cls(recipe, run_dir, _resuming=True)
-        trainer.model.load_state_dict(state["model"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.scaler.load_state_dict(state["scaler"])
-        trainer.step = state["step"]
-        trainer.history = state["history"]
-        restore_random_state(state)
+        trainer._restore(state)
+        trainer.guard.skipped, trainer.guard.rollbacks = state.get("skipped", 0), state.get("rollbacks", 0)
         return trainer
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Model, optimiser, scaler, step, history and random state from a checkpoint."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = self.saved_step = state["step"]
+        self.history = state["history"]
+        restore_random_state(state)
 
     # -- the loop -------------------------------------------------------------
 
     def _batches(self, micro: int):
         """Micro-batches from global micro-batch index ``micro`` on, crossing epochs, endlessly."""
         data, t = self.recipe.data, self.recipe.train
-        sampler = ResumableSampler(
-            len(self.train_set), data.batch_size, t.seed, self.procs.rank, self.procs.world, micro
-        )
+        order_seed = t.seed + 1_000_003 * self.guard.rollbacks  # a rollback re-draws the batch order
+        sampler = ResumableSampler(len(self.train_set), data.batch_size, order_seed, *self.procs.place, micro)
         loader = DataLoader(
-            self.train_set,
-            batch_size=data.batch_size,
-            sampler=sampler,
-            num_workers=data.num_workers,
-            pin_memory=self.device.type == "cuda",
+            self.train_set, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if data.num_workers else None,
             generator=torch.Generator().manual_seed(t.seed),  # keeps the global RNG untouched
-            prefetch_factor=4 if data.num_workers else None,
-        )
+        )  # fmt: skip
         return iter(loader)
 
     def _noise(self, micro: int, batch: int) -> dict[str, torch.Tensor]:
@@ -288,56 +291,78 @@ class Trainer:
             mininterval=every, file=sys.stderr,
         )  # fmt: skip
         self.ddp.train()
-        while self.step < stop:
-            started = time.perf_counter()
-            lr = lr_at(self.step, self.peak_lr, t.min_lr, self.warmup_steps, self.total_steps)
-            set_lr(self.optimizer, lr)
-            self.model.progress = self.step / self.total_steps
-            loss_sum = torch.zeros((), device=self.device)
-            for a in range(t.accum_steps):
-                micro = self.step * t.accum_steps + a
-                x, _ = next(batches)
-                x = x.to(self.device, non_blocking=True)
-                last = a == t.accum_steps - 1
-                sync = contextlib.nullcontext() if last or self.procs.world == 1 else self.ddp.no_sync()
-                with sync:
-                    with self._autocast():
-                        out = self.ddp(x, **self._noise(micro, x.shape[0]))
-                    self.scaler.scale(out.loss / t.accum_steps).backward()
-                loss_sum += out.loss.detach()
-            if t.clip_grad:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.model.after_step()
-            loss = mean_across(loss_sum / t.accum_steps, self.procs).item()
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {self.step}; lower train.lr or check the data")
-            self.step += 1
-            rate = self.global_batch * t.accum_steps / (time.perf_counter() - started)
-            row = {"step": self.step, "loss": loss, "lr": lr, "images_per_s": rate}
-            self.history.append(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False)
-            done, end = self.step == stop, self.step == self.total_steps
-            if self._due(t.probe_every, end):
-                row.update(self._evaluate())
-            if main:
-                if self._logged(row, stop):
-                    run_log.write(row)
-                if self._due(t.recon_every, end):
-                    self.save_picture(run_log)
-                if self._due(t.ckpt_every, done):
-                    self.save_checkpoint()
-            self.ddp.train()
-        bar.close()
+        with bar:  # closed on an error too, so an error message starts a line of its own
+            while self.step < stop:
+                started = time.perf_counter()
+                lr = lr_at(self.step, self.peak_lr, t.min_lr, self.warmup_steps, self.total_steps)
+                set_lr(self.optimizer, lr)
+                self.model.progress = self.step / self.total_steps
+                loss, grad_norm = self._forward_backward(batches)
+                verdict = self.guard.judge(self.step + 1, loss, grad_norm, self.saved_step)
+                if verdict == "rollback":
+                    batches = self._roll_back(run_log)
+                    continue
+                if verdict == "apply":  # a skipped step's batch is spent and nothing of it is applied
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.model.after_step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                rate = self.global_batch * t.accum_steps / (time.perf_counter() - started)
+                row = {"step": self.step, "loss": loss, "lr": lr, "images_per_s": rate}
+                self.history.append(row)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False)
+                done, end = self.step == stop, self.step == self.total_steps
+                if self._due(t.probe_every, end):
+                    row.update(self._evaluate())
+                if main:
+                    if self._logged(row, stop):
+                        run_log.write(row)
+                    if self._due(t.recon_every, end):
+                        self.save_picture(run_log)
+                if self._due(t.ckpt_every, done):  # weights are checked on every rank, so all roll back together
+                    if self.guard.judge_weights(self.step, self.model, self.saved_step) == "rollback":
+                        batches = self._roll_back(run_log)
+                        continue
+                    if main:
+                        self.save_checkpoint()
+                self.ddp.train()
         if run_log:
             run_log.close()
         barrier(self.procs)
         self.model.eval()
         return PretrainResult(self.model, self.run_dir, self.history, self.recipe)
+
+    def _forward_backward(self, batches: Iterator) -> tuple[float, float]:
+        """One step's micro-batches forward and backward: the loss averaged over processes, and the norm of
+        the gradients (clipped to ``train.clip_grad`` when set) that the optimiser would apply."""
+        t = self.recipe.train
+        loss_sum = torch.zeros((), device=self.device)
+        for a in range(t.accum_steps):
+            micro = self.step * t.accum_steps + a
+            x = next(batches)[0].to(self.device, non_blocking=True)
+            last = a == t.accum_steps - 1
+            sync = contextlib.nullcontext() if last or self.procs.world == 1 else self.ddp.no_sync()
+            with sync:
+                with self._autocast():
+                    out = self.ddp(x, **self._noise(micro, x.shape[0]))
+                self.scaler.scale(out.loss / t.accum_steps).backward()
+            loss_sum += out.loss.detach()
+        self.scaler.unscale_(self.optimizer)
+        grads = [p for p in self.model.parameters() if p.grad is not None]
+        if t.clip_grad:
+            norm = torch.nn.utils.clip_grad_norm_(grads, t.clip_grad)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in grads])
+        return mean_across(loss_sum / t.accum_steps, self.procs).item(), float(norm)
+
+    def _roll_back(self, run_log: RunLog | None) -> Iterator:
+        """Back to the checkpoint on disk, with the batch order the new rollback count draws."""
+        self._restore(read_checkpoint(self.run_dir))
+        if run_log:
+            run_log.restart(self.history, lambda row: self._logged(row, self.total_steps))
+        return self._batches(self.step * self.recipe.train.accum_steps)
 
     def _due(self, every: int, done: bool) -> bool:
         return done or (every > 0 and self.step % every == 0)
@@ -375,19 +400,13 @@ class Trainer:
 
     @torch.no_grad()
     def save_picture(self, run_log: RunLog | None = None) -> Path:
+        """Reconstructions of the picture batch under one fixed mask, in ``recon/`` (and TensorBoard)."""
         self.model.eval()
         x = self.picture_batch().to(self.device)
-        gen = torch.Generator().manual_seed(self.recipe.train.seed)
-        noise = self.model.masker.noise(x.shape[0], self.model.num_tokens, gen).to(self.device)
-        picture = self.adapter.picture(self.model.reconstruct(x, noise=noise), self.model.config)
-        folder = self.run_dir / "recon"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"step_{self.step:07d}.png"
-        atomic_write(path, lambda p: picture.save(p, format="PNG"))
-        atomic_write(folder / "latest.png", lambda p: picture.save(p, format="PNG"))
-        if run_log is not None:
-            run_log.picture("reconstruction", picture, self.step)
-        return path
+        seed = torch.Generator().manual_seed(self.recipe.train.seed)
+        noise = self.model.masker.noise(x.shape[0], self.model.num_tokens, seed)
+        picture = self.adapter.picture(self.model.reconstruct(x, noise=noise.to(self.device)), self.model.config)
+        return save_picture(self.run_dir / "recon", picture, self.step, run_log)
 
     # -- persistence ------------------------------------------------------------
 
@@ -395,6 +414,8 @@ class Trainer:
         """Write the checkpoint and the model directory; the previous checkpoint stays whole until then."""
         parts = {"model": self.model, "optimizer": self.optimizer, "scaler": self.scaler}
         state = {name: part.state_dict() for name, part in parts.items()}
-        path = save_checkpoint(self.run_dir, self.recipe, self.step, self.history, **state)
+        counts = {"skipped": self.guard.skipped, "rollbacks": self.guard.rollbacks}
+        path = save_checkpoint(self.run_dir, self.recipe, self.step, self.history, **state, **counts)
+        self.saved_step = self.step
         save_model(self.model, self.run_dir / "model")
         return path
