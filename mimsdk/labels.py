@@ -14,9 +14,15 @@ from pathlib import Path
 from mimsdk.errors import DataError
 
 PATH_COLUMNS = ("path", "file")  # "file" as in several public datasets' label lists
+LABEL_COLUMN = "label"  # the column of labels unless another is named
+# How another column is chosen, for the error naming a missing one (the documents adapter alone has the option).
+CHOOSE_COLUMN = (
+    "documents read another label column: data.options.label_column in a recipe, "
+    "--label-column NAME for mimsdk probe and embed"
+)
 
 
-def read_label_csv(csv_path: str | Path, column: str = "label") -> dict[Path, str]:
+def read_label_csv(csv_path: str | Path, column: str = LABEL_COLUMN) -> dict[Path, str]:
     """Resolved path -> label, from a CSV with columns ``path`` (or ``file``; relative to the CSV's folder)
     and ``column``."""
     csv_path = Path(csv_path)
@@ -27,12 +33,13 @@ def read_label_csv(csv_path: str | Path, column: str = "label") -> dict[Path, st
         fields = reader.fieldnames or []
         path_column = next((c for c in PATH_COLUMNS if c in fields), None)
         if path_column is None or column not in fields:
-            raise DataError(f"labels file {csv_path} needs columns 'path' and '{column}'; found {fields}")
+            hint = "" if path_column is None else f"; {CHOOSE_COLUMN}"
+            raise DataError(f"labels file {csv_path} needs columns 'path' and '{column}'; found {fields}{hint}")
         return {(csv_path.parent / row[path_column]).resolve(): row[column] for row in reader}
 
 
 def label_files(
-    files: Sequence[Path], root: str | Path, labels_csv: str | Path | None = None, column: str = "label"
+    files: Sequence[Path], root: str | Path, labels_csv: str | Path | None = None, column: str = LABEL_COLUMN
 ) -> tuple[list[int], list[str]]:
     """Label index per file (-1 when unlabelled) and the class names.
 

@@ -7,6 +7,9 @@ whole encoder with MAE's layer-wise learning-rate decay.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -15,11 +18,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mimsdk.adapter import get_adapter
-from mimsdk.errors import DataError
+from mimsdk.errors import ConfigError, DataError
 from mimsdk.evaluate import extract_features
+from mimsdk.labels import LABEL_COLUMN
 from mimsdk.model import MaskedAutoencoder, create_model
 
 METHODS = ("knn", "linear", "finetune")
+
+
+class SingleSampleWarning(UserWarning):
+    """A probe's data hold classes with a single sample, so its accuracy cannot be read."""
 
 
 def knn_accuracy(
@@ -132,10 +140,62 @@ def finetune_accuracy(
     return correct / max(1, count)
 
 
-def read_dataset(model: MaskedAutoencoder, path: str | Path, labels: str | None = None, train: bool = False):
-    """Files at ``path`` read the way ``model`` was trained (its adapter and stored data settings)."""
+def read_dataset(
+    model: MaskedAutoencoder,
+    path: str | Path,
+    labels: str | None = None,
+    train: bool = False,
+    label_column: str | None = None,
+):
+    """Files at ``path`` read the way ``model`` was trained (its adapter and stored data settings).
+
+    ``labels`` is a CSV of paths and labels; ``label_column`` names its column of labels (default ``label``).
+    Only an adapter with a ``label_column`` option (``data.options.label_column``: documents) reads another
+    column; for the others any name but ``label`` is a ConfigError, as is a column without a CSV.
+    """
     adapter = get_adapter(model.config.modality)
-    return adapter.dataset(path, adapter.data_config(model.config, labels), model.config, train=train)
+    data = adapter.data_config(model.config, labels)
+    if label_column is not None:
+        if not labels:
+            raise ConfigError(f"label column {label_column!r} names a column of a labels CSV; give the CSV (--labels)")
+        fields = {f.name for f in dataclasses.fields(adapter.Options)} if adapter.Options else set()
+        if "label_column" in fields:
+            data = dataclasses.replace(data, options={**data.options, "label_column": label_column})
+        elif label_column != LABEL_COLUMN:
+            raise ConfigError(
+                f"label column {label_column!r}: the {adapter.name} adapter reads labels from a CSV's "
+                f"'{LABEL_COLUMN}' column only (documents read another); rename the column"
+            )
+    return adapter.dataset(path, data, model.config, train=train)
+
+
+def item_labels(dataset) -> list[int]:
+    """The label of every sample: the dataset's ``labels`` list (per file or page) where it has one, else
+    read item by item."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = [dataset[i][1] for i in range(len(dataset))]
+    return [int(y) for y in labels]
+
+
+def warn_single_samples(dataset, data: str | Path, limit: int = 8) -> list[str]:
+    """Warn once, in one line, when classes of ``dataset`` hold a single sample; returns those classes.
+
+    Split into a training and a held-out part, such a class is learnt from or tested on, never both (six
+    video clips of six classes score kNN 0.000 whatever the encoder); with held-out data apart, one sample
+    is all there is to learn the class from. Either way the accuracy says nothing about the encoder.
+    """
+    counts = Counter(y for y in item_labels(dataset) if y >= 0)
+    single = [dataset.classes[y] for y in sorted(counts) if counts[y] == 1]
+    if single:
+        shown = ", ".join(single[:limit]) + (f" and {len(single) - limit} more" if len(single) > limit else "")
+        warnings.warn(
+            f"{data}: {len(single)} of {len(counts)} classes have a single sample ({shown}); "
+            "the probe's accuracy cannot be read (give every class several samples)",
+            SingleSampleWarning,
+            stacklevel=3,
+        )
+    return single
 
 
 def _split(dataset, fraction: float, seed: int):
@@ -152,18 +212,24 @@ def probe_model(
     methods: tuple[str, ...] | list[str] = METHODS,
     epochs: int = 10,
     seed: int = 0,
+    label_column: str | None = None,
 ) -> dict[str, float]:
-    """Accuracy of ``model``'s encoder under each probe method; 20 % of ``data`` held out if ``eval_data`` is None."""
+    """Accuracy of ``model``'s encoder under each probe method; 20 % of ``data`` held out if ``eval_data`` is None.
+
+    ``labels`` (a CSV) and ``label_column`` as in :func:`read_dataset`. Classes of ``data`` with a single
+    sample give one :class:`SingleSampleWarning` naming them.
+    """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"probe methods {unknown}; expected some of {', '.join(METHODS)}")
-    train_view = read_dataset(model, data, labels)
+    train_view = read_dataset(model, data, labels, label_column=label_column)
     if not train_view.classes:
         raise DataError(f"{data} has no labels: use class sub-folders or --labels CSV")
+    warn_single_samples(train_view, data)
     num_classes = len(train_view.classes)
     if eval_data:
-        test_view = read_dataset(model, eval_data, labels)
-        train_aug = read_dataset(model, data, labels, train=True)
+        test_view = read_dataset(model, eval_data, labels, label_column=label_column)
+        train_aug = read_dataset(model, data, labels, train=True, label_column=label_column)
     else:
         train_view, test_view = _split(train_view, 0.2, seed)
         train_aug = train_view

@@ -1,25 +1,31 @@
-"""The README's Python examples run as printed, each one alone.
+"""The README's examples run as printed: each Python block alone, and the shell lines on the shared samples.
 
 Every ```python block runs in a fresh namespace, so a block that uses a name it does not define
 fails with NameError, as it would for a reader who pastes only that block. The working directory is
 a temporary folder beside a link to the shared sample data, so the blocks' ``../shared/data/...``
 paths resolve as they do from the repository root, and whatever a block writes (its ``tempfile``
-folders included) lands under pytest's temporary directory.
+folders included) lands under pytest's temporary directory. The medical section's ```bash lines that
+read ``../shared/data`` run the same way, in order, through ``mimsdk.cli.main``.
 """
 
 import re
+import shlex
 import tempfile
 
 import pytest
 from conftest import REPO
 
+from mimsdk.cli import main
+
 README = (REPO / "README.md").read_text()
+MEDICAL = "radiology-ct-mri-and-x-rays-medical"  # the section "Radiology: CT, MRI and X-rays (`medical`)"
 
 
-def python_blocks(text: str) -> list[tuple[str, str]]:
-    """(id, source) of every ```python block, the id naming the section it sits in."""
+def code_blocks(text: str, language: str = "python") -> list[tuple[str, str]]:
+    """(id, source) of every ```<language> block, the id naming the section it sits in."""
     blocks, heading, counts = [], "top", {}
-    for match in re.finditer(r"^(#{2,3}) ([^\n]+)$|^```python\n(.*?)^```", text, flags=re.M | re.S):
+    pattern = rf"^(#{{2,3}}) ([^\n]+)$|^```{language}\n(.*?)^```"
+    for match in re.finditer(pattern, text, flags=re.M | re.S):
         if match[2]:
             heading = re.sub(r"[^a-z0-9]+", "-", match[2].lower()).strip("-")
             continue
@@ -28,7 +34,32 @@ def python_blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
+def python_blocks(text: str) -> list[tuple[str, str]]:
+    return code_blocks(text, "python")
+
+
+def shell_commands(text: str, section: str) -> list[str]:
+    """The ``mimsdk`` lines of the ```bash blocks in ``section``, as printed (comments included)."""
+    lines = [line for name, source in code_blocks(text, "bash") if name.rsplit("-", 1)[0] == section
+             for line in source.splitlines()]  # fmt: skip
+    return [line for line in lines if line.startswith("mimsdk ")]
+
+
 BLOCKS = python_blocks(README)
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A working directory from which ``../shared/data`` is the shared sample data, as from the repository root."""
+    shared = REPO.parent / "shared"
+    if not (shared / "data").is_dir():
+        pytest.fail(f"shared sample data missing at {shared / 'data'}: the README's examples read ../shared/data")
+    workdir = tmp_path / "checkout"
+    workdir.mkdir()
+    (tmp_path / "shared").symlink_to(shared, target_is_directory=True)
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the blocks' mkdtemp() folders are cleaned up
+    return workdir
 
 
 def test_the_readme_has_its_examples():
@@ -38,15 +69,7 @@ def test_the_readme_has_its_examples():
 
 
 @pytest.mark.parametrize("source", [source for _, source in BLOCKS], ids=[name for name, _ in BLOCKS])
-def test_readme_python_example_runs_alone(source, tmp_path, monkeypatch):
-    shared = REPO.parent / "shared"
-    if not (shared / "data").is_dir():
-        pytest.fail(f"shared sample data missing at {shared / 'data'}: the README's examples read ../shared/data")
-    workdir = tmp_path / "checkout"
-    workdir.mkdir()
-    (tmp_path / "shared").symlink_to(shared, target_is_directory=True)
-    monkeypatch.chdir(workdir)  # ../shared/data/... resolves as from the repository root
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the blocks' mkdtemp() folders are cleaned up
+def test_readme_python_example_runs_alone(source, checkout):
     namespace = {"__name__": "__readme__"}
     exec(compile(source, "README.md", "exec"), namespace)
     if 'pretrain("quickstart"' in source:
@@ -58,3 +81,16 @@ def test_readme_setup_commands_are_the_ones_ci_runs():
     assert 'pip install -e ".[dev]"' in README and 'pip install -q -e ".[dev]"' in ci
     assert "python -m pytest -q" in README and "python -m pytest -q" in ci
     assert "mimsdk pretrain quickstart" in README
+
+
+def test_readme_medical_shell_examples_run_as_printed_on_the_shared_samples(checkout, capsys):
+    commands = shell_commands(README, MEDICAL)
+    on_samples = [line for line in commands if "../shared/data" in line]
+    assert len(on_samples) >= 4 and any("dicom" in line for line in on_samples), commands
+    # every other line is for the reader's own data, and says it needs GPUs
+    assert all("# GPUs" in line for line in commands if line not in on_samples), commands
+    for line in on_samples:
+        assert main(shlex.split(line, comments=True)[1:]) == 0, line
+    for run in ("ct", "cxr", "dicom"):
+        assert (checkout / "runs" / run / "model" / "model.safetensors").is_file(), run
+    assert "| pre-trained |" in capsys.readouterr().out  # the probe's table
