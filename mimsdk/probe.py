@@ -11,6 +11,7 @@ import dataclasses
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from mimsdk.adapter import get_adapter
 from mimsdk.errors import ConfigError, DataError
-from mimsdk.evaluate import extract_features
+from mimsdk.evaluate import extract_features, masked_loss
 from mimsdk.labels import LABEL_COLUMN
 from mimsdk.model import MaskedAutoencoder, create_model
 
@@ -250,3 +251,16 @@ def random_like(model: MaskedAutoencoder, seed: int = 0) -> MaskedAutoencoder:
     """An untrained model of ``model``'s configuration, the baseline a probe compares against."""
     torch.manual_seed(seed)
     return create_model(model.config).eval()
+
+
+def held_out_metrics(
+    model: MaskedAutoencoder, view_set: Any, eval_set: Any, batch_size: int, max_batches: int
+) -> dict[str, float]:
+    """What a run monitors: the masked loss on ``eval_set`` and, when both sets are labelled, the kNN
+    accuracy of ``eval_set`` against the training data's deterministic view ``view_set``."""
+    result = {"eval_loss": masked_loss(model, eval_set, batch_size, max_batches)}
+    if view_set.classes and eval_set.classes:
+        train_x, train_y = extract_features(model, view_set, batch_size)
+        test_x, test_y = extract_features(model, eval_set, batch_size)
+        result["knn_acc"] = knn_accuracy(train_x, train_y, test_x, test_y)
+    return result

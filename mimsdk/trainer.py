@@ -28,26 +28,17 @@ from tqdm import tqdm
 
 from mimsdk.adapter import get_adapter
 from mimsdk.checkpoint import CHECKPOINT, read_checkpoint, restore_random_state, resumable, save_checkpoint
-from mimsdk.config import (
-    ConfigError,
-    Recipe,
-    TrainConfig,
-    keyword_overrides,
-    load_recipe,
-    merge,
-    parse_overrides,
-)
+from mimsdk.config import ConfigError, Recipe, TrainConfig, keyword_overrides, load_recipe, merge, parse_overrides
 from mimsdk.continued import StartingPoint, adopt, load_into
 from mimsdk.data import ResumableSampler, SeededDataset
 from mimsdk.distributed import autocast_dtype, barrier, init_processes, mean_across, pick_device
 from mimsdk.errors import DataError
-from mimsdk.evaluate import extract_features, masked_loss
 from mimsdk.hub import load_model
 from mimsdk.hub.client import looks_local
 from mimsdk.model import MaskedAutoencoder, create_model
 from mimsdk.nonfinite import NonFiniteGuard
 from mimsdk.optim import lr_at, param_groups, set_lr
-from mimsdk.probe import knn_accuracy
+from mimsdk.probe import held_out_metrics
 from mimsdk.run_log import TRAIN_COLUMNS, RunLog, run_summary, save_picture
 from mimsdk.serialization import save_model
 
@@ -127,15 +118,9 @@ class Trainer:
     """
 
     def __init__(
-        self,
-        recipe: Recipe,
-        out: str | Path | None = None,
-        *,
-        init: str | Path | MaskedAutoencoder | None = None,
-        init_revision: str | None = None,
-        init_overrides: dict[str, Any] | None = None,
-        _resuming: bool = False,
-    ) -> None:
+        self, recipe: Recipe, out: str | Path | None = None, *, init: str | Path | MaskedAutoencoder | None = None,
+        init_revision: str | None = None, init_overrides: dict[str, Any] | None = None, _resuming: bool = False,
+    ) -> None:  # fmt: skip
         self.recipe = recipe
         self._start: StartingPoint | None = None
         if init is not None:  # continued pre-training: the model's config and weights replace the recipe's
@@ -148,9 +133,8 @@ class Trainer:
         if self.device.type == "cuda" and self.procs.world > 1:
             self.device = torch.device("cuda", self.procs.local_rank)
         self.adapter = get_adapter(recipe.data.modality)  # the registry's, by name
-        self.run_dir = (
-            Path(out) if out is not None else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.run_dir = Path(out) if out is not None else Path("runs") / f"{recipe.name}-{stamp}"
         if not _resuming and (self.run_dir / CHECKPOINT).exists():
             raise FileExistsError(
                 f"run directory {self.run_dir} already holds a run; resume it (mimsdk resume {self.run_dir}) "
@@ -377,14 +361,8 @@ class Trainer:
         """Held-out masked loss and kNN accuracy (when labels exist), measured on rank 0."""
         if self.eval_set is None:
             return {}
-        result: dict[str, float] = {}
-        if self.procs.main:
-            batch = self.recipe.data.batch_size
-            result["eval_loss"] = masked_loss(self.model, self.eval_set, batch, self.recipe.train.eval_batches)
-            if self.view_set.classes and self.eval_set.classes:
-                train_x, train_y = extract_features(self.model, self.view_set, batch)
-                test_x, test_y = extract_features(self.model, self.eval_set, batch)
-                result["knn_acc"] = knn_accuracy(train_x, train_y, test_x, test_y)
+        batch, batches = self.recipe.data.batch_size, self.recipe.train.eval_batches
+        result = held_out_metrics(self.model, self.view_set, self.eval_set, batch, batches) if self.procs.main else {}
         barrier(self.procs)
         return result
 
