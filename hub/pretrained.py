@@ -288,7 +288,9 @@ def pull(
     """Download ``repo_id`` (model, card, pictures) into the new folder ``directory``.
 
     Files land in a temporary folder beside it, which is renamed to ``directory`` only after the
-    model in it loads; on any error nothing is left behind.
+    model in it loads; on any error nothing is left behind. Loading checks config.json's model size and
+    the weights' shapes before building anything (:func:`mimsdk.serialization.read_model`), so a crafted
+    config is refused in one line naming the field.
     """
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):

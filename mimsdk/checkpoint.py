@@ -7,17 +7,23 @@ it logs, saves and looks (``RESUMABLE``): the rest of the recipe made the checkp
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mimsdk.atomic import atomic_write
+from mimsdk.atomic import atomic_write, remove_stale
 from mimsdk.config import Recipe
 from mimsdk.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT = "checkpoint.pt"
+# The folders of a run directory that mimsdk writes with atomic writes: the run directory itself
+# (checkpoint.pt, metrics.csv), the model directory and the reconstruction pictures.
+WRITTEN_FOLDERS = ("", "model", "recon")
 # What a resumed run may change: its length, and how often it logs, saves and looks.
 RESUMABLE = {"train.max_steps", "train.log_every", "train.ckpt_every", "train.recon_every", "train.probe_every"}
 
@@ -44,6 +50,27 @@ def read_checkpoint(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} holds no {CHECKPOINT} to resume from")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def remove_stale_writes(run_dir: str | Path) -> list[Path]:
+    """Remove what killed writes left in ``run_dir``, ``run_dir/model`` and ``run_dir/recon``; returns it.
+
+    A run killed outright while writing (``kill -9``, out of memory, a power cut) leaves its hidden
+    temporary (``.checkpoint.pt.<random>.tmp``, as large as a checkpoint) beside the file it was
+    replacing; the file itself is whole, old or new. Only :mod:`mimsdk.atomic`'s own temporary names are
+    removed (:func:`mimsdk.atomic.remove_stale`), and in ``model/``, which only mimsdk writes, also those
+    of safetensors' ``save_file`` (``.tmpXXXXXX``). Call it only while no other process writes to the
+    run: when a run is resumed, before it writes anything.
+    """
+    run_dir = Path(run_dir)
+    removed = [p for folder in WRITTEN_FOLDERS for p in remove_stale(run_dir / folder, writers=folder == "model")]
+    if removed:
+        log.info(
+            "removed %d leftover temporary file(s) of killed writes: %s",
+            len(removed),
+            ", ".join(str(p.relative_to(run_dir)) for p in removed),
+        )
+    return removed
 
 
 def restore_random_state(state: dict[str, Any]) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
+from mimsdk.atomic import WriteError
 from mimsdk.config import list_recipes, recipe_source
-from mimsdk.errors import ConfigError, DataError, DivergedError
+from mimsdk.errors import DivergedError
 from mimsdk.hub.errors import HubError
 from mimsdk.version import __version__
 
@@ -149,6 +150,9 @@ def cmd_recipes(args: argparse.Namespace) -> None:
         print(f"{name:24s} {description}")
 
 
+# What a user's input or machine can cause: printed as one line, never as a traceback.
+# (ConfigError and DataError are ValueErrors.)
+USER_ERRORS = (ValueError, DivergedError, HubError, WriteError, FileNotFoundError, FileExistsError)
 MODEL_HELP = "a run directory, a model directory or a Hub repo id (user/name)"
 
 
@@ -262,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.func(args)
-    except (ConfigError, DataError, DivergedError, HubError, FileNotFoundError, FileExistsError, ValueError) as err:
+    except USER_ERRORS as err:
         print(f"mimsdk: error: {err}", file=sys.stderr)
         return 2
     return 0

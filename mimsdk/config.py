@@ -110,6 +110,9 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     accum_steps: int = 1
     clip_grad: float | None = None
+    parallel: str = choice("ddp", "ddp", "fsdp")  # several processes: whole model each (ddp) or sharded (fsdp)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward: memory for compute
+    compile: bool = False  # torch.compile each transformer block
     on_nonfinite: str = choice("stop", "stop", "skip", "rollback")  # a non-finite loss or gradient: see nonfinite.py
     max_nonfinite: int = 5  # skip: non-finite steps in a row before stopping; rollback: rollbacks in a run
     precision: str = choice("auto", "auto", "fp32", "bf16")

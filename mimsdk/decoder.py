@@ -62,27 +62,19 @@ class Decoder(nn.Module):
         x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)  # B×L×Dd, visible first
         x_ = torch.gather(x_, 1, restore[..., None].expand(-1, -1, x.shape[2]))  # token order
         x_ = x_ + self.pos(where)
-        x = torch.cat([x[:, :1], x_], dim=1)  # B×(1+L)×Dd
-        for block in self.blocks:
-            x = block(x)
-        hidden = self.norm(x)[:, 1:]
+        hidden = self.norm(self.blocks(torch.cat([x[:, :1], x_], dim=1)))[:, 1:]  # blocks over B×(1+L)×Dd
         return (self.pred(hidden), hidden) if with_hidden else self.pred(hidden)  # B×L×P'
 
     def _forward_partial(
         self, x: torch.Tensor, keep: torch.Tensor, decode: torch.Tensor, where: torch.Tensor | None
     ) -> torch.Tensor:
-        """x B×(1+Lv)×Dd, keep B×Lv, decode B×Ld -> hidden state B×Ld×Dd of the decoded tokens.
-
-        Attention cost falls with the square of the tokens left out, which is
-        where partial decoding's speed comes from.
-        """
+        """x B×(1+Lv)×Dd, keep B×Lv, decode B×Ld -> hidden state B×Ld×Dd of the decoded tokens. Attention
+        cost falls with the square of the tokens left out: that is where partial decoding's speed comes from."""
         table = self.pos(where).expand(x.shape[0], -1, -1)  # B×L×Dd
         width = x.shape[2]
         visible = x[:, 1:] + torch.gather(table, 1, keep[..., None].expand(-1, -1, width))
         queries = self.mask_token + torch.gather(table, 1, decode[..., None].expand(-1, -1, width))
-        x = torch.cat([x[:, :1], visible, queries], dim=1)  # B×(1+Lv+Ld)×Dd
-        for block in self.blocks:
-            x = block(x)
+        x = self.blocks(torch.cat([x[:, :1], visible, queries], dim=1))  # B×(1+Lv+Ld)×Dd
         return self.norm(x[:, -decode.shape[1] :])
 
 

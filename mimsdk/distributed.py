@@ -25,13 +25,20 @@ class Processes:
         return self.rank, self.world
 
 
-def init_processes(device: torch.device) -> Processes:
-    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
+def init_processes(device: torch.device, group: bool = False) -> Processes:
+    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA).
+
+    One process joins no group, unless ``group`` asks for one (FSDP needs it even alone): a group of one
+    over an in-memory store, which opens no port.
+    """
+    backend = "nccl" if device.type == "cuda" else "gloo"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
+        if group and not dist.is_initialized():
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
         return Processes()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend)
     return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

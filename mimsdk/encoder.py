@@ -11,16 +11,27 @@ from functools import partial
 import torch
 from timm.models.vision_transformer import Block
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
 
-def transformer_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float = 0.0) -> nn.ModuleList:
+class Blocks(nn.ModuleList):
+    """Blocks run in turn: B×L×D -> B×L×D. With ``checkpointing`` set, each block's activations are
+    recomputed in the backward pass instead of kept (``train.activation_checkpointing``)."""
+
+    checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self:
+            x = checkpoint(block, x, use_reentrant=False) if self.checkpointing and x.requires_grad else block(x)
+        return x
+
+
+def transformer_blocks(dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float = 0.0) -> Blocks:
     """``depth`` pre-norm timm blocks with drop-path rising linearly to ``drop_path``."""
     rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
-    return nn.ModuleList(
-        Block(dim, heads, mlp_ratio, qkv_bias=True, norm_layer=LayerNorm, drop_path=rate) for rate in rates
-    )
+    return Blocks(Block(dim, heads, mlp_ratio, qkv_bias=True, norm_layer=LayerNorm, drop_path=rate) for rate in rates)
 
 
 class Encoder(nn.Module):
@@ -44,7 +55,4 @@ class Encoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)
-        x = torch.cat([cls, tokens], dim=1)  # B×(1+Lv)×D
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return self.norm(self.blocks(torch.cat([cls, tokens], dim=1)))  # blocks over B×(1+Lv)×D

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mimsdk.atomic import atomic_write
+from mimsdk.atomic import WriteError, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,11 @@ class RunLog:
 
     def write(self, row: dict[str, float]) -> None:
         """Append one step's row to metrics.csv and its values to TensorBoard."""
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, self.columns, extrasaction="ignore").writerow(row)
+        try:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, self.columns, extrasaction="ignore").writerow(row)
+        except OSError as err:  # an append is no atomic write: say which file, and why
+            raise WriteError(self.path, err) from err
         if self.writer is not None:
             for key, value in row.items():
                 if key != "step":

@@ -11,7 +11,6 @@ A run directory holds:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import sys
@@ -22,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mimsdk import checkpoint as ckpt
 from mimsdk.adapter import get_adapter
-from mimsdk.checkpoint import CHECKPOINT, read_checkpoint, restore_random_state, resumable, save_checkpoint
 from mimsdk.config import ConfigError, Recipe, TrainConfig, keyword_overrides, load_recipe, merge, parse_overrides
 from mimsdk.continued import StartingPoint, adopt, load_into
 from mimsdk.data import ResumableSampler, SeededDataset
@@ -38,9 +36,10 @@ from mimsdk.hub.client import looks_local
 from mimsdk.model import MaskedAutoencoder, create_model
 from mimsdk.nonfinite import NonFiniteGuard
 from mimsdk.optim import lr_at, param_groups, set_lr
+from mimsdk.parallel import as_number, parallelize, prepare_blocks, remove_old_shards
 from mimsdk.probe import held_out_metrics
 from mimsdk.run_log import TRAIN_COLUMNS, RunLog, run_summary, save_picture
-from mimsdk.serialization import save_model
+from mimsdk.serialization import check_size, save_model
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +128,13 @@ class Trainer:
             self._start = adopt(recipe, source, init_overrides or {}, base_model=hub_id)
             log.info("continuing pre-training from %s", init if isinstance(init, str | Path) else "a model")
         self.device = pick_device(recipe.train.device)
-        self.procs = init_processes(self.device)
+        self.procs = init_processes(self.device, group=recipe.train.parallel == "fsdp")
         if self.device.type == "cuda" and self.procs.world > 1:
             self.device = torch.device("cuda", self.procs.local_rank)
         self.adapter = get_adapter(recipe.data.modality)  # the registry's, by name
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(out) if out is not None else Path("runs") / f"{recipe.name}-{stamp}"
-        if not _resuming and (self.run_dir / CHECKPOINT).exists():
+        if not _resuming and (self.run_dir / ckpt.CHECKPOINT).exists():
             raise FileExistsError(
                 f"run directory {self.run_dir} already holds a run; resume it (mimsdk resume {self.run_dir}) "
                 "or choose another --out"
@@ -177,21 +176,19 @@ class Trainer:
         cfg = self.recipe
         cfg.model.metadata = {**self.adapter.metadata(cfg.data, cfg.model), **cfg.model.metadata}
         torch.manual_seed(cfg.train.seed)
-        self.model = create_model(cfg.model)
+        self.model = create_model(check_size(cfg.model))  # a model too big to build is refused by field
         if self._start is not None:
             load_into(self.model, self._start)
             self._start = None
         self.model = self.model.to(self.device)
-        self.ddp = (
-            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            if self.procs.world > 1
-            else self.model
-        )
         t = cfg.train
-        groups = param_groups(self.model, t.weight_decay, self.model.no_weight_decay())
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=tuple(t.betas), fused=fused)
         self.autocast = autocast_dtype(t.precision, self.device)
+        prepare_blocks(self.model, t.activation_checkpointing, t.compile)
+        self.spread = parallelize(self.model, t.parallel, self.procs, self.device, self.autocast)
+        self.ddp = self.spread.module  # what a training step calls: the model, or its DDP wrapper
+        groups = param_groups(self.model, t.weight_decay, self.model.no_weight_decay())
+        fused = self.device.type == "cuda" and not self.spread.sharded
+        self.optimizer = torch.optim.AdamW(groups, lr=self.peak_lr, betas=tuple(t.betas), fused=fused)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
         self.step = 0
         self.saved_step: int | None = None  # the step of the checkpoint on disk
@@ -208,23 +205,24 @@ class Trainer:
         from the resumed step on, so its remaining learning rates differ from a run planned that long.
         """
         run_dir = Path(run_dir)
-        state = read_checkpoint(run_dir)
+        state = ckpt.read_checkpoint(run_dir)
         recipe = load_recipe(state["recipe"])
         if changes:
-            recipe = resumable(recipe, load_recipe(state["recipe"], changes), state["step"])
+            recipe = ckpt.resumable(recipe, load_recipe(state["recipe"], changes), state["step"])
         trainer = cls(recipe, run_dir, _resuming=True)
+        if trainer.procs.main:  # leftovers of writes a kill interrupted; rank 0 alone, as it alone writes
+            ckpt.remove_stale_writes(run_dir)
         trainer._restore(state)
         trainer.guard.skipped, trainer.guard.rollbacks = state.get("skipped", 0), state.get("rollbacks", 0)
         return trainer
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Model, optimiser, scaler, step, history and random state from a checkpoint."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.spread.load_resume_state(self.optimizer, state, self.run_dir)
         self.scaler.load_state_dict(state["scaler"])
         self.step = self.saved_step = state["step"]
         self.history = state["history"]
-        restore_random_state(state)
+        ckpt.restore_random_state(state)
 
     # -- the loop -------------------------------------------------------------
 
@@ -249,11 +247,6 @@ class Trainer:
         first = self.procs.rank * batch
         noises = self.model.draw_noise(self.global_batch, gen)
         return {k: v[first : first + batch].to(self.device, non_blocking=True) for k, v in noises.items()}
-
-    def _autocast(self):
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast)
 
     def fit(self, until: int | None = None) -> PretrainResult:
         """Train to ``train.max_steps`` (or stop early after step ``until``, checkpointed, to resume later)."""
@@ -300,17 +293,15 @@ class Trainer:
                 done, end = self.step == stop, self.step == self.total_steps
                 if self._due(t.probe_every, end):
                     row.update(self._evaluate())
-                if main:
-                    if self._logged(row, stop):
-                        run_log.write(row)
-                    if self._due(t.recon_every, end):
-                        self.save_picture(run_log)
+                if main and self._logged(row, stop):
+                    run_log.write(row)
+                if self._due(t.recon_every, end) and (main or self.spread.sharded):
+                    self.save_picture(run_log)
                 if self._due(t.ckpt_every, done):  # weights are checked on every rank, so all roll back together
                     if self.guard.judge_weights(self.step, self.model, self.saved_step) == "rollback":
                         batches = self._roll_back(run_log)
                         continue
-                    if main:
-                        self.save_checkpoint()
+                    self.save_checkpoint()
                 self.ddp.train()
         if run_log:
             run_log.close()
@@ -327,9 +318,8 @@ class Trainer:
             micro = self.step * t.accum_steps + a
             x = next(batches)[0].to(self.device, non_blocking=True)
             last = a == t.accum_steps - 1
-            sync = contextlib.nullcontext() if last or self.procs.world == 1 else self.ddp.no_sync()
-            with sync:
-                with self._autocast():
+            with self.spread.no_sync(last):
+                with torch.autocast(self.device.type, self.autocast, enabled=self.autocast is not None):
                     out = self.ddp(x, **self._noise(micro, x.shape[0]))
                 self.scaler.scale(out.loss / t.accum_steps).backward()
             loss_sum += out.loss.detach()
@@ -339,11 +329,11 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(grads, t.clip_grad)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in grads])
-        return mean_across(loss_sum / t.accum_steps, self.procs).item(), float(norm)
+        return mean_across(loss_sum / t.accum_steps, self.procs).item(), as_number(norm)
 
     def _roll_back(self, run_log: RunLog | None) -> Iterator:
         """Back to the checkpoint on disk, with the batch order the new rollback count draws."""
-        self._restore(read_checkpoint(self.run_dir))
+        self._restore(ckpt.read_checkpoint(self.run_dir))
         if run_log:
             run_log.restart(self.history, lambda row: self._logged(row, self.total_steps))
         return self._batches(self.step * self.recipe.train.accum_steps)
@@ -362,7 +352,10 @@ class Trainer:
         if self.eval_set is None:
             return {}
         batch, batches = self.recipe.data.batch_size, self.recipe.train.eval_batches
-        result = held_out_metrics(self.model, self.view_set, self.eval_set, batch, batches) if self.procs.main else {}
+        result = {}
+        if self.procs.main or self.spread.sharded:  # a sharded model evaluates on every process together
+            with self.spread.gathered():
+                result = held_out_metrics(self.model, self.view_set, self.eval_set, batch, batches)
         barrier(self.procs)
         return result
 
@@ -377,23 +370,31 @@ class Trainer:
         return sorted(chosen[:PICTURE_SAMPLES].tolist())
 
     @torch.no_grad()
-    def save_picture(self, run_log: RunLog | None = None) -> Path:
+    def save_picture(self, run_log: RunLog | None = None) -> Path | None:
         """Reconstructions of the picture batch under one fixed mask, in ``recon/`` (and TensorBoard)."""
         self.model.eval()
         x = self.picture_batch().to(self.device)
         seed = torch.Generator().manual_seed(self.recipe.train.seed)
-        noise = self.model.masker.noise(x.shape[0], self.model.num_tokens, seed)
-        picture = self.adapter.picture(self.model.reconstruct(x, noise=noise.to(self.device)), self.model.config)
-        return save_picture(self.run_dir / "recon", picture, self.step, run_log)
+        noise = self.model.masker.noise(x.shape[0], self.model.num_tokens, seed).to(self.device)
+        with self.spread.gathered():
+            recon = self.model.reconstruct(x, noise=noise)
+        if not self.procs.main:
+            return None
+        return save_picture(self.run_dir / "recon", self.adapter.picture(recon, self.model.config), self.step, run_log)
 
     # -- persistence ------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
-        """Write the checkpoint and the model directory; the previous checkpoint stays whole until then."""
-        parts = {"model": self.model, "optimizer": self.optimizer, "scaler": self.scaler}
-        state = {name: part.state_dict() for name, part in parts.items()}
-        counts = {"skipped": self.guard.skipped, "rollbacks": self.guard.rollbacks}
-        path = save_checkpoint(self.run_dir, self.recipe, self.step, self.history, **state, **counts)
+        """Write the checkpoint and the model directory; the previous checkpoint stays whole until then.
+        Every process calls it (a sharded model's state is gathered from all); rank 0 alone writes files."""
+        state = self.spread.resume_state(self.optimizer, self.run_dir, self.step)
+        weights = self.spread.model_state()
+        path = self.run_dir / ckpt.CHECKPOINT
+        if self.procs.main:
+            counts = {"skipped": self.guard.skipped, "rollbacks": self.guard.rollbacks}
+            state |= {"scaler": self.scaler.state_dict(), **counts}
+            ckpt.save_checkpoint(self.run_dir, self.recipe, self.step, self.history, **state)
+            save_model(self.model, self.run_dir / "model", state=weights)
+            remove_old_shards(self.run_dir, keep=state.get("shards"))
         self.saved_step = self.step
-        save_model(self.model, self.run_dir / "model")
         return path

@@ -1,0 +1,163 @@
+"""How a run spreads its model over processes (``train.parallel``), and what that changes for checkpoints.
+
+- ``ddp`` (default): every process holds the whole model, gradients are averaged (PyTorch DDP); one
+  process runs the model as it is.
+- ``fsdp``: PyTorch's FSDP2 (``fully_shard``) shards parameters, gradients and optimiser state over
+  the processes, per transformer block and at the root, so a model that does not fit on one GPU
+  trains on several. Master weights and optimiser state stay fp32 (``MixedPrecisionPolicy`` computes
+  in bf16 where the run does and reduces gradients in fp32). The resume state is a PyTorch
+  distributed checkpoint, which loads on any number of processes; the shared model stays one
+  whole-model safetensors file.
+
+Both may checkpoint the activations of each block (``train.activation_checkpointing``: recompute them
+in the backward pass, trading about a third more compute for memory that no longer grows with depth)
+and compile each block (``train.compile``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.nn.parallel import DistributedDataParallel
+
+from mimsdk.distributed import Processes
+from mimsdk.model import MaskedAutoencoder
+
+STRATEGIES = ("ddp", "fsdp")
+SHARDS_PREFIX = "state-"  # a distributed checkpoint's folder in the run directory: state-<step>
+
+
+def blocks_of(model: MaskedAutoencoder) -> list[nn.Module]:
+    """The transformer blocks of the encoder and the decoder: the units that are sharded, checkpointed, compiled."""
+    return [*model.encoder.blocks, *getattr(model.decoder, "blocks", [])]
+
+
+def prepare_blocks(model: MaskedAutoencoder, activation_checkpointing: bool, compile_blocks: bool) -> None:
+    """Recompute each block's activations in the backward pass, and compile each block, as asked."""
+    for stack in (model.encoder.blocks, getattr(model.decoder, "blocks", None)):
+        if stack is not None:
+            stack.checkpointing = activation_checkpointing
+    if compile_blocks:
+        for block in blocks_of(model):
+            block.compile()
+
+
+class Replicated:
+    """One process, or DDP: every process holds the whole model and the whole optimiser state."""
+
+    sharded = False
+
+    def __init__(self, model: MaskedAutoencoder, procs: Processes, device: torch.device) -> None:
+        self.model, self.procs = model, procs
+        ids = [device.index] if device.type == "cuda" else None
+        self.module: nn.Module = DistributedDataParallel(model, device_ids=ids) if procs.world > 1 else model
+
+    def no_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+        return contextlib.nullcontext() if last or self.procs.world == 1 else self.module.no_sync()
+
+    def gathered(self) -> contextlib.AbstractContextManager:
+        """The whole model usable outside ``forward`` (evaluation, pictures)."""
+        return contextlib.nullcontext()
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def resume_state(self, optimizer: torch.optim.Optimizer, run_dir: Path, step: int) -> dict[str, Any]:
+        """What the checkpoint file holds of model and optimiser."""
+        return {"model": self.model.state_dict(), "optimizer": optimizer.state_dict()}
+
+    def load_resume_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any], run_dir: Path) -> None:
+        self.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+
+
+class Sharded(Replicated):
+    """FSDP2 over the process group: parameters, gradients and optimiser state sharded per block."""
+
+    sharded = True
+
+    def __init__(self, model: MaskedAutoencoder, procs: Processes, device: torch.device, compute: torch.dtype | None):
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        if model.config.target == "ema_latent":
+            raise ValueError("train.parallel: fsdp does not shard the EMA teacher of model.target ema_latent; use ddp")
+        self.model, self.procs = model, procs
+        policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32) if compute else None
+        kwargs = {"mp_policy": policy} if policy is not None else {}
+        for block in blocks_of(model):
+            fully_shard(block, **kwargs)
+        fully_shard(model, **kwargs)
+        self.module = model
+
+    def no_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        self.model.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def gathered(self) -> Iterator[None]:
+        self.model.unshard()
+        try:
+            yield
+        finally:
+            self.model.reshard()
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The whole model's state on the CPU (every process takes part; rank 0 writes it)."""
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def resume_state(self, optimizer: torch.optim.Optimizer, run_dir: Path, step: int) -> dict[str, Any]:
+        """Save model and optimiser shards as a distributed checkpoint in ``run_dir/state-<step>``; the
+        checkpoint file then names that folder, so a kill while the shards are written leaves the last
+        complete one in use."""
+        folder = run_dir / f"{SHARDS_PREFIX}{step:08d}"
+        if self.procs.main and folder.exists():
+            shutil.rmtree(folder)
+        dist.barrier()
+        model_state, optim_state = get_state_dict(self.model, optimizer)
+        dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(folder))
+        dist.barrier()
+        return {"shards": folder.name}
+
+    def load_resume_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any], run_dir: Path) -> None:
+        if "shards" not in state:
+            raise ValueError(f"{run_dir}: the checkpoint was saved with train.parallel ddp, not fsdp")
+        model_state, optim_state = get_state_dict(self.model, optimizer)
+        loaded = {"model": model_state, "optimizer": optim_state}
+        dcp.load(loaded, checkpoint_id=str(run_dir / state["shards"]))  # reshards to this many processes
+        set_state_dict(self.model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
+
+
+def as_number(value: torch.Tensor) -> float:
+    """A scalar tensor, sharded (a DTensor under FSDP) or not, as a Python number."""
+    return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
+
+
+def parallelize(
+    model: MaskedAutoencoder, strategy: str, procs: Processes, device: torch.device, compute: torch.dtype | None
+) -> Replicated:
+    """``model`` spread as ``train.parallel`` says."""
+    if strategy == "fsdp":
+        return Sharded(model, procs, device, compute)
+    return Replicated(model, procs, device)
+
+
+def remove_old_shards(run_dir: Path, keep: str | None) -> None:
+    """Distributed checkpoints other than ``keep`` (the one the checkpoint file names), after it is written."""
+    for folder in run_dir.glob(f"{SHARDS_PREFIX}*"):
+        if folder.name != keep and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
