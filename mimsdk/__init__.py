@@ -35,9 +35,9 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("pretrain", "PretrainResult"):
-        from mimsdk import trainer
+        from mimsdk import pretraining
 
-        return getattr(trainer, name)
+        return getattr(pretraining, name)
     if name == "load_model":  # a run or model directory, or a Hub repo id
         from mimsdk.hub import load_model
 

@@ -19,7 +19,7 @@ from mimsdk.version import __version__
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from mimsdk.trainer import pretrain
+    from mimsdk.pretraining import pretrain
 
     result = pretrain(
         args.recipe,
@@ -35,7 +35,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> None:
-    from mimsdk.trainer import pretrain
+    from mimsdk.pretraining import pretrain
 
     result = pretrain(out=args.run_dir, resume=True, overrides=args.overrides)
     print(f"resumed run finished at step {result.history[-1]['step'] if result.history else 0}: {result.run_dir}")

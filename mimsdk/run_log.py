@@ -12,10 +12,11 @@ import numpy as np
 import torch
 
 from mimsdk.atomic import WriteError, atomic_write
+from mimsdk.throughput import COLUMNS as THROUGHPUT_COLUMNS
 
 log = logging.getLogger(__name__)
 
-TRAIN_COLUMNS = ["step", "loss", "lr", "images_per_s"]
+TRAIN_COLUMNS = ["step", "loss", "lr", *THROUGHPUT_COLUMNS]
 EVAL_COLUMNS = ["eval_loss", "knn_acc"]
 
 
@@ -110,3 +111,20 @@ def run_summary(trainer: Any) -> str:
         f"on {processes}, peak lr {trainer.peak_lr:.2e}, {precision} on {trainer.device} with "
         f"{torch.get_num_threads()} threads{start}; run directory {trainer.run_dir}",
     ])  # fmt: skip
+
+
+def closing_summary(history: list[dict[str, float]]) -> str:
+    """The end of a run in one line: its last step and loss, and its medians of each rate."""
+    if not history:
+        return "no step was run"
+
+    def median(key: str) -> float:
+        values = sorted(row[key] for row in history if key in row and row[key] == row[key])  # NaN != NaN
+        return values[len(values) // 2] if values else float("nan")
+
+    mfu = median("mfu")
+    used = f"MFU {mfu:.1%}, " if mfu == mfu else ""
+    return (
+        f"done at step {history[-1]['step']}, loss {history[-1]['loss']:.4f}; medians: {median('images_per_s'):.1f} "
+        f"samples/s, {median('tokens_per_s'):.0f} tokens/s, {used}peak memory {median('peak_mem_gb'):.2f} GB"
+    )

@@ -1,4 +1,4 @@
-"""``pretrain``: checkpointed, exactly resumable MAE pre-training on one device or under torchrun.
+"""``Trainer``: checkpointed, exactly resumable MAE pre-training on one device or under torchrun.
 
 A run directory holds:
 
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from mimsdk import checkpoint as ckpt
 from mimsdk.adapter import get_adapter
-from mimsdk.config import ConfigError, Recipe, TrainConfig, keyword_overrides, load_recipe, merge, parse_overrides
+from mimsdk.config import ConfigError, Recipe, TrainConfig, load_recipe
 from mimsdk.continued import StartingPoint, adopt, load_into
 from mimsdk.data import ResumableSampler, SeededDataset
 from mimsdk.distributed import autocast_dtype, barrier, init_processes, mean_across, pick_device
@@ -38,8 +38,9 @@ from mimsdk.nonfinite import NonFiniteGuard
 from mimsdk.optim import lr_at, param_groups, set_lr
 from mimsdk.parallel import as_number, parallelize, prepare_blocks, remove_old_shards
 from mimsdk.probe import held_out_metrics
-from mimsdk.run_log import TRAIN_COLUMNS, RunLog, run_summary, save_picture
+from mimsdk.run_log import TRAIN_COLUMNS, RunLog, closing_summary, run_summary, save_picture
 from mimsdk.serialization import check_size, save_model
+from mimsdk.throughput import Throughput, count_flops
 
 log = logging.getLogger(__name__)
 
@@ -59,53 +60,6 @@ class PretrainResult:
         last = self.history[-1] if self.history else {}
         shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "step")
         return f"PretrainResult(run_dir='{self.run_dir}', steps={last.get('step', 0)}, last: {shown or 'none'})"
-
-
-def pretrain(
-    recipe: str | Path | Recipe | dict = "quickstart",
-    data: str | Path | dict | None = None,
-    out: str | Path | None = None,
-    *,
-    resume: bool = False,
-    overrides: list[str] | None = None,
-    init: str | Path | MaskedAutoencoder | None = None,
-    init_revision: str | None = None,
-    **fields: Any,
-) -> PretrainResult:
-    """Pre-train a masked autoencoder.
-
-    Args:
-        recipe: a shipped recipe name (``mimsdk recipes``), a YAML path, a dict or a Recipe.
-        data: training data path (sets ``data.path``), or a dict of data fields; None uses the recipe's
-            path, or the shipped sample.
-        out: run directory; None makes ``runs/<recipe>-<time>``.
-        resume: continue the run in ``out`` from its last checkpoint, exactly.
-        overrides: dotted ``key=value`` strings, as on the command line.
-        init: continue pre-training from a model: a Hub repo id (``"user/name"``), a model or run
-            directory, or a MaskedAutoencoder. The recipe's model section is replaced by that model's
-            config (metadata kept); model fields given here as overrides still apply on top of it.
-        init_revision: the Hub revision of ``init``.
-        **fields: recipe fields by name (``max_steps=50``) or by section (``train={...}``).
-
-    >>> result = pretrain("quickstart", out=tmp / "run", max_steps=2, log_every=1)  # doctest: +SKIP
-    """
-    if resume:
-        if out is None:
-            raise ValueError("resume=True needs out= (the run directory to continue)")
-        if init is not None:
-            raise ValueError("init= starts a new run from a model; resume=True continues a run: pass one of them")
-        changes = merge(parse_overrides(overrides), keyword_overrides(fields))
-        return Trainer.resume(out, changes).fit()
-    changes = merge(parse_overrides(overrides), keyword_overrides(fields))
-    if isinstance(data, dict):  # pretrain(..., data={"batch_size": 8}): the data section
-        changes.setdefault("data", {}).update(data)
-    elif data is not None:
-        changes.setdefault("data", {})["path"] = str(data)
-    cfg = load_recipe(recipe, changes)
-    if init is None:
-        return Trainer(cfg, out).fit()
-    explicit = changes.get("model", {})
-    return Trainer(cfg, out, init=init, init_revision=init_revision, init_overrides=explicit).fit()
 
 
 class Trainer:
@@ -260,6 +214,9 @@ class Trainer:
         if run_log:
             run_log.restart(self.history, lambda row: self._logged(row, self.total_steps))
             tqdm.write(run_summary(self), file=sys.stderr)
+        meter = self._meter()
+        if run_log:
+            tqdm.write(f"throughput: {meter.describe()}", file=sys.stderr)
         batches = self._batches(self.step * t.accum_steps)
         # In a log file rather than a terminal, a bar redrawn every step would be a line per step.
         every = 0.1 if sys.stderr.isatty() else 30.0
@@ -285,8 +242,9 @@ class Trainer:
                     self.model.after_step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
-                rate = self.global_batch * t.accum_steps / (time.perf_counter() - started)
-                row = {"step": self.step, "loss": loss, "lr": lr, "images_per_s": rate}
+                rates = meter.rates(self.global_batch * t.accum_steps, time.perf_counter() - started)
+                row = {"step": self.step, "loss": loss, "lr": lr, **rates}
+                rate = rates["images_per_s"]
                 self.history.append(row)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False)
@@ -305,6 +263,7 @@ class Trainer:
                 self.ddp.train()
         if run_log:
             run_log.close()
+            tqdm.write(closing_summary(self.history), file=sys.stderr)
         barrier(self.procs)
         self.model.eval()
         return PretrainResult(self.model, self.run_dir, self.history, self.recipe)
@@ -330,6 +289,19 @@ class Trainer:
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in grads])
         return mean_across(loss_sum / t.accum_steps, self.procs).item(), as_number(norm)
+
+    def _meter(self) -> Throughput:
+        """Model FLOPs of one micro-batch's forward and backward, counted once on real samples. In eval mode
+        and with the random state forked, so that nothing (batch-norm statistics, generators) moves."""
+        b = self.recipe.data.batch_size
+        x = torch.stack([self.view_set[i % len(self.view_set)][0] for i in range(b)]).to(self.device)
+        self.model.eval()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            with torch.autocast(self.device.type, self.autocast, enabled=self.autocast is not None):
+                flops = count_flops(lambda: self.model(x, **self._noise(0, b)).loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.train()
+        return Throughput(flops / b, self.model.num_tokens, self.procs.world, self.device, self.autocast)
 
     def _roll_back(self, run_log: RunLog | None) -> Iterator:
         """Back to the checkpoint on disk, with the batch order the new rollback count draws."""

@@ -20,7 +20,7 @@ from safetensors.torch import load, load_file
 from mimsdk import ConfigError, create_model
 from mimsdk.cli import main
 from mimsdk.hub import HubError, load_model, pull, push_to_hub, save_pretrained
-from mimsdk.trainer import pretrain
+from mimsdk.pretraining import pretrain
 
 TOKEN = "hf_mimsdkTestToken0123456789abcdef"
 TINY = ["model.depth=1", "model.decoder_depth=1", "data.batch_size=16", "data.num_workers=0", "train.max_steps=2",

@@ -8,7 +8,8 @@ import torch
 from mimsdk import ConfigError, create_model, load_recipe
 from mimsdk.cli import main
 from mimsdk.hub import load_model, save_pretrained
-from mimsdk.trainer import Trainer, pretrain
+from mimsdk.pretraining import pretrain
+from mimsdk.trainer import Trainer
 
 SMALL = {"data": {"batch_size": 16, "num_workers": 0}, "train": {"max_steps": 2, "log_every": 1, "seed": 3}}
 FAST = {"batch_size": 16, "num_workers": 0}  # pretrain's ``data`` is the data path, so data fields go by name
