@@ -3,11 +3,16 @@
 Labels come from class sub-folders (``root/<class>/<file>``) or a CSV with
 columns ``path,label`` (paths relative to the CSV's folder). Unreadable files
 are found before training: one warning each, naming the file, and a count; in
-``strict`` mode the first one is an error.
+``strict`` mode the first one is an error. Each file's header is read before it is
+decoded: one that claims more pixels than Pillow's limit (``PIL.Image.MAX_IMAGE_PIXELS``
+× 2, about 179 million; a decompression bomb) is not decoded. A float image (TIFF mode
+``F``) with NaN or infinite pixels is unusable. A file that fails only later, while
+training reads it, is named once and replaced (:class:`~mimsdk.data.SampleDataset`).
 """
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,7 @@ from torchvision.transforms import v2
 
 from mimsdk.adapter import Adapter, ScanPolicy, grey_out, unnormalise
 from mimsdk.config import DataConfig, ModelConfig
-from mimsdk.data import normalisation
+from mimsdk.data import SampleDataset, normalisation
 from mimsdk.errors import DataError
 from mimsdk.labels import label_files
 from mimsdk.registry import ADAPTERS
@@ -38,14 +43,35 @@ def _installed_sample() -> Path:
     return Path(str(resources.files("mimsdk"))) / "sample" / "images"
 
 
+def too_large(err: Exception) -> str:
+    """The reason for Pillow's DecompressionBombError: the size the header claims and the limit."""
+    numbers = re.findall(r"\d+", str(err))
+    if len(numbers) >= 2:
+        return (
+            f"its header claims {int(numbers[0]):,} pixels, more than the {int(numbers[1]):,} Pillow decodes "
+            "(a decompression bomb?); not decoded. Raise PIL.Image.MAX_IMAGE_PIXELS to read it"
+        )
+    return f"too large to decode safely ({err})"
+
+
 def check_image(path: Path) -> str | None:
-    """None if Pillow decodes ``path`` completely, else the reason it cannot."""
+    """None if Pillow decodes ``path`` completely, else the reason it cannot.
+
+    The header is read first: a size over Pillow's limit is refused before any pixel is decoded.
+    """
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only; refuses a claimed size over the limit
             img.load()  # decode every byte: a truncated JPEG fails here, not in verify()
+            if img.mode == "F":  # a float TIFF: NaN or infinity would enter the model as is
+                values = np.asarray(img)
+                bad = int((~np.isfinite(values)).sum())
+                if bad:
+                    return f"{bad} of {values.size} pixels are NaN or infinite (a float image)"
     except UnidentifiedImageError:
         return "not an image Pillow can read"
-    except (OSError, SyntaxError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        return too_large(err)
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
         return f"cannot be decoded ({err})"
     return None
 
@@ -72,8 +98,11 @@ def scan_folder(
     return good, labels, classes
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """Image files -> (tensor C×H×W, label). C is 3 (RGB) or 1 (grayscale)."""
+class ImageDataset(SampleDataset):
+    """Image files -> (tensor C×H×W, label). C is 3 (RGB) or 1 (grayscale).
+
+    A file that fails when read is named once and replaced by the next good one (:class:`SampleDataset`).
+    """
 
     def __init__(self, files: list[Path], labels: list[int], classes: list[str], transform: Any, channels: int) -> None:
         self.files, self.labels, self.classes = files, labels, classes
@@ -83,12 +112,17 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def source(self, index: int) -> str:
+        return str(self.files[index])
+
+    def load(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.files[index]
         try:
             with Image.open(path) as img:
                 img = img.convert(self.mode)
-        except (OSError, UnidentifiedImageError) as err:
+        except Image.DecompressionBombError as err:
+            raise DataError(f"{path}: {too_large(err)}") from err
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as err:
             raise DataError(f"{path}: cannot be decoded ({err})") from err
         return self.transform(img), self.labels[index]
 

@@ -21,14 +21,21 @@ stored with the model and read back for its pictures and further training).
 
 Items are ``(tensor N×3 float32, label)``; labels come from ``data.labels`` (CSV ``path,label``,
 paths relative to the CSV) or from class sub-folders. Every file is read once before training:
-an empty file, NaN or infinite coordinates, fewer points than the tokenizer's groups or group
-size, or an unknown extension is one DataError naming the file (``data.strict``) or one warning
-per file, which is then skipped.
+an empty file, a PLY file shorter than its header declares (truncated), NaN or infinite coordinates,
+fewer points than the tokenizer's groups or group size, an error open3d reports while reading (its
+RPly messages are caught and put into the message naming the file), or an unknown extension is one
+DataError naming the file (``data.strict``) or one warning per file, which is then skipped. A file
+that fails only when training reads it is named once and replaced (:class:`~mimsdk.data.SampleDataset`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +45,9 @@ import open3d as o3d
 import torch
 from PIL import Image
 
-from mimsdk.adapter import Adapter, ScanPolicy
+from mimsdk.adapter import Adapter, ScanPolicy, readable_path
 from mimsdk.config import DataConfig, ModelConfig, from_mapping
+from mimsdk.data import SampleDataset, first_line
 from mimsdk.errors import ConfigError, DataError
 from mimsdk.labels import label_files
 from mimsdk.registry import ADAPTERS
@@ -84,6 +92,81 @@ def check_pointcloud_options(opts: PointCloudOptions) -> PointCloudOptions:
     return opts
 
 
+PLY_TYPES = {
+    "char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
+    "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8,
+}  # fmt: skip
+
+
+def check_ply(path: Path) -> None:
+    """The body of a PLY file holds what its header declares: DataError naming the file if it is shorter.
+
+    open3d reads a truncated PLY as the declared number of points, the missing ones zero, and only prints
+    "RPly: Error reading ..." without the file's name; the header's counts and property types give the bytes
+    (binary) or lines (ascii) the data needs, checked here before open3d reads it.
+    """
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    end = head.find(b"end_header")
+    if not head.startswith(b"ply") or end < 0:
+        raise DataError(f"{path}: not a PLY file (no 'ply' ... 'end_header' header)")
+    body = head.find(b"\n", end) + 1 or len(head)
+    fmt, elements = "", []  # [name, count, bytes per item or None when it has list properties]
+    for line in head[:end].decode("ascii", "replace").splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "format":
+            fmt = words[1]
+        elif len(words) >= 3 and words[0] == "element" and words[2].isdigit():
+            elements.append([words[1], int(words[2]), 0])
+        elif len(words) >= 3 and words[0] == "property" and elements:
+            size = None if words[1] == "list" else PLY_TYPES.get(words[1])
+            elements[-1][2] = None if size is None or elements[-1][2] is None else elements[-1][2] + size
+    vertices = next((count for name, count, _ in elements if name == "vertex"), 0)
+    have = path.stat().st_size - body
+    if fmt.startswith("binary"):
+        need = 0
+        for _, count, size in elements:  # the elements of known size up to the first with lists
+            if size is None:
+                break
+            need += count * size
+        if have < need:
+            raise DataError(
+                f"{path}: truncated: its header declares {vertices} vertices ({need} bytes of data), "
+                f"the file holds {max(have, 0)} bytes after the header"
+            )
+    elif fmt == "ascii":
+        need = sum(count for _, count, _ in elements)
+        with path.open("rb") as f:
+            f.seek(body)
+            lines = sum(1 for line in f if line.strip())
+        if lines < need:
+            raise DataError(
+                f"{path}: truncated: its header declares {need} rows ({vertices} vertices), the file holds {lines}"
+            )
+
+
+@contextlib.contextmanager
+def native_stderr() -> Iterator[list[str]]:
+    """Collect what native code prints on the process's stderr (open3d's RPly reports its errors there,
+    naming no file); the list receives the text when the block ends, so the caller can name the file."""
+    collected: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to redirect (a closed or odd one): read without collecting
+        yield collected
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield collected
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            collected.append(tmp.read().decode("utf-8", "replace"))
+
+
 def _read_array(path: Path) -> o3d.geometry.PointCloud:
     """A comma- or space-separated text file, or a ``.npy`` array: rows of x, y, z (more columns ignored)."""
     if path.suffix.lower() in ARRAY_SUFFIXES:
@@ -119,21 +202,12 @@ def read_points(path: str | Path, mesh_samples: int = 8192, mesh_seed: int = 0) 
         raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
-    # open3d reports a failed read as a warning on stderr and an empty result: silence it, check the result.
-    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
-        if suffix in TEXT_SUFFIXES + ARRAY_SUFFIXES:
-            cloud = _read_array(path)
-        elif suffix in MESH_SUFFIXES:
-            mesh = o3d.io.read_triangle_mesh(str(path))
-            if len(mesh.triangles) == 0:
-                raise DataError(f"{path}: no triangles open3d can read; a mesh needs faces to sample its surface")
-            vertices = np.asarray(mesh.vertices)
-            if not np.isfinite(vertices).all():
-                raise DataError(f"{path}: mesh vertices hold NaN or infinite coordinates")
-            o3d.utility.random.seed(mesh_seed)
-            cloud = mesh.sample_points_uniformly(number_of_points=mesh_samples)
-        else:
-            cloud = o3d.io.read_point_cloud(str(path), remove_nan_points=False, remove_infinite_points=False)
+    if suffix == ".ply":
+        check_ply(path)
+    if suffix in TEXT_SUFFIXES + ARRAY_SUFFIXES:
+        cloud = _read_array(path)
+    else:
+        cloud = _read_with_open3d(path, suffix, mesh_samples, mesh_seed)
     points = np.asarray(cloud.points)
     if len(points) == 0:
         raise DataError(f"{path}: no points open3d can read")
@@ -141,6 +215,28 @@ def read_points(path: str | Path, mesh_samples: int = 8192, mesh_seed: int = 0) 
         bad = int((~np.isfinite(points)).any(axis=1).sum())
         raise DataError(f"{path}: {bad} of {len(points)} points have NaN or infinite coordinates")
     return points
+
+
+def _read_with_open3d(path: Path, suffix: str, mesh_samples: int, mesh_seed: int) -> o3d.geometry.PointCloud:
+    """A cloud or a mesh sampled on its surface, through open3d; what open3d prints about it becomes the
+    DataError naming the file (a failed read is otherwise a line on stderr and an empty or padded result)."""
+    with native_stderr() as printed, readable_path(path) as name:
+        with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+            if suffix in MESH_SUFFIXES:
+                mesh = o3d.io.read_triangle_mesh(name)
+            else:
+                cloud = o3d.io.read_point_cloud(name, remove_nan_points=False, remove_infinite_points=False)
+    if printed and printed[0].strip():
+        raise DataError(f"{path}: open3d cannot read it ({first_line(printed[0])})")
+    if suffix not in MESH_SUFFIXES:
+        return cloud
+    if len(mesh.triangles) == 0:
+        raise DataError(f"{path}: no triangles open3d can read; a mesh needs faces to sample its surface")
+    vertices = np.asarray(mesh.vertices)
+    if not np.isfinite(vertices).all():
+        raise DataError(f"{path}: mesh vertices hold NaN or infinite coordinates")
+    o3d.utility.random.seed(mesh_seed)
+    return mesh.sample_points_uniformly(number_of_points=mesh_samples)
 
 
 def normalise(points: np.ndarray) -> np.ndarray:
@@ -187,8 +283,8 @@ def scan_files(
     return good, labels, classes
 
 
-class PointCloudDataset(torch.utils.data.Dataset):
-    """Point-cloud files -> (tensor N×3 float32, label).
+class PointCloudDataset(SampleDataset):
+    """Point-cloud files -> (tensor N×3 float32, label); a file that fails when read is named once and replaced.
 
     Args:
         files, labels, classes: from :func:`scan_files`.
@@ -239,7 +335,10 @@ class PointCloudDataset(torch.utils.data.Dataset):
         shift = self.opts.translate * (2 * torch.rand(3) - 1)
         return points * scale + shift
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def source(self, index: int) -> str:
+        return str(self.files[index])
+
+    def load(self, index: int) -> tuple[torch.Tensor, int]:
         points = read_points(self.files[index], self.opts.mesh_samples, self.opts.mesh_seed)
         points = self.sample(torch.from_numpy(normalise(points)).float())
         if self.train and self.opts.augment:

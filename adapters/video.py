@@ -6,9 +6,14 @@ as a tensor C×T×H×W. Tokens are tubelets (``model.patch_size``, e.g. 2×16×1
 core's ``tube`` masker hides the same places in every time step; nothing here is
 specific to the model beyond the shape it expects.
 
-Every file is opened once before training (frame count, fps, size, first and last
-frame decoded): an empty, corrupt or audio-only file is named in one warning and
-skipped, or in ``strict`` mode stops the run. A clip shorter than the span a sample
+Every file is opened once before training: its container is checked against its own
+sizes (a truncated AVI, MP4 or MKV), its header read (frame size, at most
+:data:`MAX_FRAME_PIXELS`), then frame count, fps and the first and last frame decoded
+the way training decodes them. An empty, truncated, corrupt, frameless or audio-only
+file, or one whose frames decord cannot convert to RGB (some tiny sizes, 8×8), is named
+in one warning and skipped, or in ``strict`` mode stops the run. A file that fails
+only later, while training reads it, is named once and replaced
+(:class:`~mimsdk.data.SampleDataset`). A clip shorter than the span a sample
 needs follows ``data.options.short_clip``: ``loop`` (play again from the start),
 ``pad`` (repeat the last frame) or ``error`` (the file counts as unusable); each
 short file is named once with the frames it has and the frames it needs.
@@ -22,6 +27,7 @@ Labels come from class sub-folders or ``data.labels``, a CSV with columns
 
 from __future__ import annotations
 
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +40,9 @@ from PIL import Image, ImageDraw
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from mimsdk.adapter import COLUMNS, Adapter, ScanPolicy, grey_out, unnormalise
+from mimsdk.adapter import COLUMNS, Adapter, ScanPolicy, grey_out, readable_path, unnormalise
 from mimsdk.config import DataConfig, ModelConfig, choice
-from mimsdk.data import normalisation
+from mimsdk.data import SampleDataset, first_line, normalisation
 from mimsdk.errors import ConfigError, DataError
 from mimsdk.labels import label_files
 from mimsdk.picture import grid
@@ -48,6 +54,7 @@ PICTURE_SAMPLES = 4  # clips in a reconstruction picture: each takes three rows
 PICTURE_FRAMES = 8  # frames per row at most
 MIN_CELL = 96  # frames are enlarged to at least this many pixels so tubelets stay visible
 POLICY = ScanPolicy(unit="videos")
+MAX_FRAME_PIXELS = 1 << 26  # 67 million pixels a frame (8K UHD is 33 million): a larger header is refused
 
 
 @dataclass
@@ -88,32 +95,189 @@ class VideoInfo:
     width: int
 
 
+def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """ISO BMFF boxes (MP4, MOV) between ``start`` and ``end`` of ``data``: (type, payload start, box end)."""
+    boxes = []
+    while start + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[start : start + 8])
+        header = 8
+        if size == 1 and start + 16 <= end:
+            size, header = struct.unpack(">Q", data[start + 8 : start + 16])[0], 16
+        elif size == 0:
+            size = end - start
+        if size < header:
+            break
+        boxes.append((kind, start + header, start + size))
+        start += size
+    return boxes
+
+
+def _mp4_problem(path: Path, size: int) -> str | None:
+    """A truncated MP4/MOV (a top-level box runs past the end) or one whose video track holds no frames."""
+    with path.open("rb") as f:
+        top, offset = [], 0
+        while offset + 8 <= size:  # walk the top-level boxes by seeking: mdat is never read
+            f.seek(offset)
+            head = f.read(16)
+            length, kind = struct.unpack(">I4s", head[:8])
+            if length == 1 and len(head) == 16:
+                length = struct.unpack(">Q", head[8:16])[0]
+            elif length == 0:
+                length = size - offset
+            if length < 8:
+                return None  # not a box structure we understand: leave the verdict to the decoder
+            if offset + length > size:
+                return (
+                    f"truncated: its '{kind.decode('latin-1')}' box runs to byte {offset + length}, "
+                    f"the file ends at {size}"
+                )
+            top.append((kind, offset, length))
+            offset += length
+        moov = next(((o, n) for k, o, n in top if k == b"moov"), None)
+        if moov is None or moov[1] > 64 << 20:
+            return None
+        f.seek(moov[0])
+        data = f.read(moov[1])
+    inside = _boxes(data, 8, len(data))
+    if any(k == b"moof" for k, _, _ in top) or any(k == b"mvex" for k, _, _ in inside):
+        return None  # a fragmented MP4 keeps its samples in fragments, not in the header's tables
+    tracks = [(x, y) for k, x, y in inside if k == b"trak"]
+    if not tracks:
+        return "its MP4 header holds no track: an empty video (0 frames)"
+    for a, b in tracks:
+        mdia = next(((x, y) for k, x, y in _boxes(data, a, b) if k == b"mdia"), None)
+        if mdia is None:
+            continue
+        inner = _boxes(data, *mdia)
+        hdlr = next(((x, y) for k, x, y in inner if k == b"hdlr"), None)
+        if hdlr is None or data[hdlr[0] + 8 : hdlr[0] + 12] != b"vide":
+            continue
+        minf = next(((x, y) for k, x, y in inner if k == b"minf"), None)
+        stbl = next(((x, y) for k, x, y in _boxes(data, *minf) if k == b"stbl"), None) if minf else None
+        stsz = next(((x, y) for k, x, y in _boxes(data, *stbl) if k in (b"stsz", b"stz2")), None) if stbl else None
+        if stsz is not None and stsz[0] + 12 <= stsz[1]:
+            if struct.unpack(">I", data[stsz[0] + 8 : stsz[0] + 12])[0] == 0:
+                return "its video track holds no frames (0 frames)"
+    return None
+
+
+def container_problem(path: Path) -> str | None:
+    """What the container's own sizes say is wrong, before any decoding: a RIFF (AVI) or ISO BMFF (MP4, MOV)
+    file shorter than its header declares (truncated; decoders would conceal the missing frames), an MP4 whose
+    header holds no frames, or a Matroska (MKV, WebM) segment running past the end. None if nothing is."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(64)
+    if head[:4] == b"RIFF" and len(head) >= 12:
+        declared = struct.unpack("<I", head[4:8])[0] + 8
+        if declared > size:
+            return f"truncated: its RIFF header declares {declared} bytes, the file holds {size}"
+        return None
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return _mp4_problem(path, size)
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska or WebM
+        return _matroska_problem(path, size)
+    return None
+
+
+def _vint(data: bytes, at: int, strip: bool) -> tuple[int, int] | None:
+    """An EBML variable-length integer at ``at``: (value, length), the marker bit stripped for sizes."""
+    if at >= len(data) or data[at] == 0:
+        return None
+    length = 8 - data[at].bit_length() + 1
+    if at + length > len(data):
+        return None
+    value = int.from_bytes(data[at : at + length], "big")
+    if strip:
+        value &= (1 << (7 * length)) - 1
+        if value == (1 << (7 * length)) - 1:
+            return -1, length  # unknown size (a live stream)
+    return value, length
+
+
+def _matroska_problem(path: Path, size: int) -> str | None:
+    with path.open("rb") as f:
+        head = f.read(4096)
+    header_size = _vint(head, 4, True)
+    if header_size is None:
+        return None
+    segment = 4 + header_size[1] + header_size[0]
+    seg_id = _vint(head, segment, False)
+    if seg_id is None or head[segment : segment + seg_id[1]] != b"\x18\x53\x80\x67":
+        return None
+    seg_size = _vint(head, segment + seg_id[1], True)
+    if seg_size is None or seg_size[0] < 0:
+        return None
+    declared = segment + seg_id[1] + seg_size[1] + seg_size[0]
+    if declared > size:
+        return f"truncated: its Matroska segment declares {declared} bytes, the file holds {size}"
+    return None
+
+
+def header_frame_size(name: str) -> tuple[int, int] | None:
+    """(width, height) of the first video stream as the container's header states it (PyAV reads headers
+    only, nothing is decoded), or None when PyAV cannot tell (decord then has its say)."""
+    import av
+
+    try:
+        with av.open(name) as container:
+            streams = container.streams.video
+            if not streams:
+                return None
+            context = streams[0].codec_context
+            return int(context.width), int(context.height)
+    except Exception:  # noqa: BLE001 - PyAV's view is only a first look; decord's verdict follows
+        return None
+
+
 def probe_video(path: Path) -> VideoInfo:
     """Open ``path`` once with decord: its facts, or a DataError naming it and why it cannot be used.
 
-    The first and the last frame are decoded, so a header that opens over a
-    truncated stream is caught here rather than in the middle of training.
+    The container's sizes are checked first (a truncated file decodes with its missing frames concealed),
+    then the frame size in the header (at most :data:`MAX_FRAME_PIXELS`), then the first and the last frame
+    are decoded as training decodes them (``get_batch``), so a truncated stream or frames decord cannot
+    convert are caught here rather than in the middle of training.
     """
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
-    try:
-        reader = VideoReader(str(path), ctx=cpu(0), num_threads=1)
-    except (DECORDError, RuntimeError) as err:
-        text = str(err)
-        if "cannot find video stream" in text:
-            raise DataError(f"{path}: no video stream (audio only, or not a video)") from err
-        first = text.splitlines()[0][:120]
-        raise DataError(f"{path}: cannot be opened as a video: corrupt or unsupported header ({first})") from err
-    try:
-        count = len(reader)
-        if count == 0:
-            raise DataError(f"{path}: the video stream has no frames")
-        height, width, _ = reader[0].shape
-        reader[count - 1].asnumpy()
-        fps = float(reader.get_avg_fps())
-    except (DECORDError, RuntimeError) as err:
-        first = str(err).splitlines()[0][:120]
-        raise DataError(f"{path}: frames cannot be decoded: truncated or corrupt stream ({first})") from err
+    problem = container_problem(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    with readable_path(path) as name:
+        size = header_frame_size(name)
+        if size is not None and size[0] * size[1] > MAX_FRAME_PIXELS:
+            raise DataError(
+                f"{path}: its header claims frames of {size[0]}×{size[1]} pixels, more than the "
+                f"{MAX_FRAME_PIXELS:,} a frame may have; not decoded"
+            )
+        try:
+            reader = VideoReader(name, ctx=cpu(0), num_threads=1)
+        except (DECORDError, RuntimeError) as err:
+            text = str(err)
+            if "cannot find video stream" in text:
+                raise DataError(f"{path}: no video stream (audio only, or not a video)") from err
+            raise DataError(
+                f"{path}: cannot be opened as a video: corrupt or unsupported header ({first_line(text, 120)})"
+            ) from err
+        try:
+            count = len(reader)
+            if count == 0:
+                raise DataError(f"{path}: the video stream has no frames")
+            height, width, channels = reader[0].shape
+            if height * width > MAX_FRAME_PIXELS:
+                raise DataError(
+                    f"{path}: frames of {width}×{height} pixels, more than the {MAX_FRAME_PIXELS:,} a frame may have"
+                )
+            if channels != 3:
+                raise DataError(
+                    f"{path}: decord decodes its {width}×{height} frames as {channels} values per pixel, not RGB "
+                    "(a frame size it cannot convert); re-encode the video at another size"
+                )
+            reader.get_batch([0, count - 1]).asnumpy()
+            fps = float(reader.get_avg_fps())
+        except (DECORDError, RuntimeError) as err:
+            first = first_line(str(err), 120)
+            raise DataError(f"{path}: frames cannot be decoded: truncated or corrupt stream ({first})") from err
     return VideoInfo(path, count, fps, height, width)
 
 
@@ -159,10 +323,14 @@ def read_frames(path: Path, indices: list[int], threads: int = 1, size: tuple[in
     unique = sorted(set(indices))
     height, width = size if size is not None else (-1, -1)
     try:
-        reader = VideoReader(str(path), ctx=cpu(0), num_threads=threads, width=width, height=height)
+        with readable_path(path) as name:
+            reader = VideoReader(name, ctx=cpu(0), num_threads=threads, width=width, height=height)
         batch = reader.get_batch(unique).asnumpy()  # U×H×W×3
     except (DECORDError, RuntimeError) as err:
-        raise DataError(f"{path}: frames {unique[0]}..{unique[-1]} cannot be decoded ({err})") from err
+        first = first_line(str(err), 160)
+        raise DataError(f"{path}: frames {unique[0]}..{unique[-1]} cannot be decoded ({first})") from err
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise DataError(f"{path}: frames decode to shape {tuple(batch.shape)}, not T×H×W×3")
     order = np.searchsorted(np.asarray(unique), np.asarray(indices))
     return torch.from_numpy(batch[order])
 
@@ -226,8 +394,10 @@ def scan_videos(
     return Scan(videos, labels, classes, short)
 
 
-class VideoDataset(torch.utils.data.Dataset):
+class VideoDataset(SampleDataset):
     """Videos -> (clip C×T×H×W float32 normalised, label); ``clips_per_video`` items per file.
+
+    A file that fails when read is named once and its clips replaced by the next good ones.
 
     Item ``i`` is clip ``i // N`` of video ``i % N``: the first N items are N different
     videos (what reconstruction pictures show).
@@ -251,7 +421,10 @@ class VideoDataset(torch.utils.data.Dataset):
             self.videos[video].frames, self.frames, o.stride, o.short_clip, self.train, clip, o.clips_per_video
         )
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def source(self, index: int) -> str:
+        return str(self.videos[index % len(self.videos)].path)
+
+    def load(self, index: int) -> tuple[torch.Tensor, int]:
         video = index % len(self.videos)
         info = self.videos[video]
         size = decode_size(info, self.options.short_side)

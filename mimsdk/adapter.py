@@ -21,15 +21,23 @@ What the base owns, once for all adapters:
   files as in pre-training;
 - the scan policy (:class:`ScanPolicy`: exists, walk, probe in threads, one warning per bad file, ``strict``,
   summary, "no usable" error) and the scan cache (:meth:`Adapter.remember`);
+- the load-time policy: every adapter's dataset is a :class:`~mimsdk.data.SampleDataset`, and
+  :meth:`Adapter.dataset` sets it to ``data.strict``, so a sample that fails only when read is named once and
+  replaced (or stops a strict run) the same way in every modality;
+- :func:`readable_path`, for reading libraries that cannot take a file name that is not UTF-8;
 - the picture grid: columns original | masked | reconstruction (:meth:`Adapter.picture`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
+import shutil
+import tempfile
 import warnings
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +48,7 @@ import torch
 from PIL import Image
 
 from mimsdk.config import DataConfig, ModelConfig, adapter_options
-from mimsdk.data import LabelledDataset
+from mimsdk.data import PROGRAM_ERRORS, LabelledDataset, SampleDataset, failure_reason, first_line
 from mimsdk.errors import ConfigError, DataError
 from mimsdk.picture import grid
 from mimsdk.registry import ADAPTERS
@@ -95,20 +103,29 @@ class ScanPolicy:
         ``probe`` returns what the adapter learnt of a usable unit, or raises DataError naming it and why
         it cannot be used. Returns the usable units with their probe results, in order.
         """
+        results = self.probe(units, probe)
+        problems = [str(r) if isinstance(r, DataError) else None for r in results]
+        return [(units[i], results[i]) for i in self.settle(root, problems, strict)]
+
+    def probe(self, units: Sequence[U], probe: Callable[[U], T]) -> list[T | DataError]:
+        """``probe`` of every unit in ``threads`` threads: its result, or the DataError it raised (one line,
+        without the chained traceback); any other error of a reading library becomes one too, naming the unit.
+        For adapters that judge units against each other before :meth:`settle`."""
 
         def attempt(unit: U) -> T | DataError:
             try:
                 return probe(unit)
             except DataError as err:
-                return err
+                return DataError(first_line(str(err)))
+            except PROGRAM_ERRORS:
+                raise
+            except Exception as err:  # noqa: BLE001 - a reading library's own error the probe did not name
+                return DataError(failure_reason(err, str(unit[0] if isinstance(unit, tuple) else unit)))
 
         if self.threads > 1 and len(units) > 1:
             with ThreadPoolExecutor(max_workers=self.threads) as pool:
-                results = list(pool.map(attempt, units))
-        else:
-            results = [attempt(u) for u in units]
-        problems = [str(r) if isinstance(r, DataError) else None for r in results]
-        return [(units[i], results[i]) for i in self.settle(root, problems, strict)]
+                return list(pool.map(attempt, units))
+        return [attempt(u) for u in units]
 
     def settle(self, root: Path, problems: Sequence[str | None], strict: bool) -> list[int]:
         """The scan policy: indices of the usable units (``problems[i]`` None), after reporting the rest.
@@ -117,7 +134,7 @@ class ScanPolicy:
         bad array); then one summary "skipped N of M". ``strict`` makes the first problem an error instead,
         and no usable unit at all is always one.
         """
-        bad = [p for p in problems if p]
+        bad = [first_line(p) for p in problems if p]  # one line each: a library's nested traceback is cut
         if bad and strict:
             raise DataError(f"{bad[0]} (strict mode; {len(bad)} {self.unusable} {self.unit} in {root})")
         for problem in dict.fromkeys(bad):
@@ -168,8 +185,14 @@ class Adapter:
             data: the recipe's data section; ``data.options`` over the options stored in ``model.metadata``.
             model: the model's config: ``input_size`` and ``in_chans`` set the tensors' shape.
             train: the random training view; False gives the deterministic evaluation view.
+
+        A sample that fails to load is named and replaced, or with ``data.strict`` stops the run
+        (:class:`~mimsdk.data.SampleDataset`, whose ``skipped`` counts the replacements).
         """
-        return self.build(Path(path), data, model, self.options(data, model), train)
+        dataset = self.build(Path(path), data, model, self.options(data, model), train)
+        if isinstance(dataset, SampleDataset):
+            dataset.guard(data.strict)
+        return dataset
 
     def build(self, path: Path, data: DataConfig, model: ModelConfig, opts: Any, train: bool) -> LabelledDataset:
         """:meth:`dataset` with ``opts`` already checked."""
@@ -277,6 +300,32 @@ class Adapter:
         if key not in self._scans:
             self._scans[key] = build()
         return self._scans[key]
+
+
+@contextlib.contextmanager
+def readable_path(path: str | Path) -> Iterator[str]:
+    """``path`` as a string any C library can open: itself when its name is UTF-8, else a link to it with a
+    plain name (same suffix) in a private temporary folder, removed afterwards.
+
+    A file name that is not UTF-8 (Latin-1 bytes from an old archive) reaches Python as surrogate escapes,
+    which rasterio, decord and open3d cannot encode; the file itself is fine.
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield text
+        return
+    folder = tempfile.mkdtemp(prefix="mimsdk-name-")
+    try:
+        suffixes = "".join(s for s in Path(text).suffixes if s.isascii() and len(s) <= 8)
+        link = os.path.join(folder, "file" + suffixes)
+        os.symlink(os.path.abspath(text), link)
+        yield link
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def unnormalise(x: torch.Tensor, model: ModelConfig) -> torch.Tensor:

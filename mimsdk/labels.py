@@ -28,7 +28,8 @@ def read_label_csv(csv_path: str | Path, column: str = LABEL_COLUMN) -> dict[Pat
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DataError(f"labels file {csv_path} does not exist")
-    with csv_path.open(newline="") as f:
+    # Names that are not UTF-8 read back as the surrogate escapes os.fsdecode gives the files themselves.
+    with csv_path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         path_column = next((c for c in PATH_COLUMNS if c in fields), None)

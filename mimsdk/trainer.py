@@ -276,6 +276,8 @@ class Trainer:
         for a in range(t.accum_steps):
             micro = self.step * t.accum_steps + a
             x = next(batches)[0].to(self.device, non_blocking=True)
+            if (micro + 1) % self.batches_per_epoch == 0:  # the epoch's last batch: its skipped files are known
+                self._report_skipped(micro // self.batches_per_epoch)
             last = a == t.accum_steps - 1
             with self.spread.no_sync(last):
                 with torch.autocast(self.device.type, self.autocast, enabled=self.autocast is not None):
@@ -302,6 +304,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.model.train()
         return Throughput(flops / b, self.model.num_tokens, self.procs.world, self.device, self.autocast)
+
+    def _report_skipped(self, epoch: int) -> None:
+        """Say how many samples of ``epoch`` were replaced because their files failed to load (named above)."""
+        skipped = torch.tensor(float(self.train_set.skipped_in(epoch)), device=self.device)
+        count = round(float(mean_across(skipped, self.procs)) * self.procs.world)
+        if count and self.procs.main:
+            tqdm.write(f"epoch {epoch + 1}: {count} sample(s) replaced by the next good one", file=sys.stderr)
 
     def _roll_back(self, run_log: RunLog | None) -> Iterator:
         """Back to the checkpoint on disk, with the batch order the new rollback count draws."""

@@ -2,6 +2,7 @@ import csv
 
 import pytest
 import torch
+from conftest import REPO
 
 import mimsdk.trainer as trainer_module
 from mimsdk import load_model, pretrain
@@ -132,3 +133,19 @@ def test_quickstart_says_what_it_does_and_monitors_its_shipped_held_out_split(tm
     events = EventAccumulator(str(tmp_path / "q" / "tb"), size_guidance={"images": 0})
     events.Reload()
     assert "pretrain/reconstruction" in events.Tags()["images"]
+
+
+def test_a_file_that_breaks_after_the_scan_is_named_replaced_and_counted_per_epoch(tmp_path, capsys):
+    import shutil
+
+    from mimsdk import load_recipe
+
+    folder = tmp_path / "images"
+    shutil.copytree(REPO / "mimsdk" / "sample" / "images" / "discs", folder / "discs")
+    recipe = load_recipe(TINY, {"data": {"path": str(folder), "batch_size": 16}, "train": {"accum_steps": 1}})
+    trainer = Trainer(recipe, tmp_path / "run")  # the scan sees 32 good files: 2 batches an epoch
+    broken = sorted(folder.rglob("*.png"))[5]
+    broken.write_bytes(broken.read_bytes()[:100])  # then one is cut short, as a disk or a copy may do
+    with pytest.warns(UserWarning, match=f"skipping {broken}.*replaced by the next good sample"):
+        trainer.fit(until=2)
+    assert "epoch 1: 1 sample(s) replaced by the next good one" in capsys.readouterr().err

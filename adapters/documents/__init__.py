@@ -14,8 +14,11 @@ the file and page), so memory stays bounded whatever the MediaBox says.
 
 Files are scanned before training: page counts come from the PDF's page tree
 (nothing is rendered) and each image frame is decoded once. An encrypted, empty,
-corrupt or undecodable file gives one warning naming it and is skipped, or with
-``data.strict`` the first one is a :class:`~mimsdk.data.DataError`.
+corrupt or undecodable file, an image whose header claims more pixels than Pillow's
+limit, or a float image (TIFF) with NaN or infinite pixels gives one warning naming it
+and is skipped, or with ``data.strict`` the first one is a :class:`~mimsdk.data.DataError`.
+A page that fails only when training reads it is named once (per file) and replaced by the
+next good page (:class:`~mimsdk.data.SampleDataset`).
 
 Labels (:mod:`mimsdk.labels`): ``data.labels`` names a CSV of ``path`` (relative to the
 CSV) and a label column (``data.options.label_column``, default ``label``), or else class
@@ -37,7 +40,7 @@ from mimsdk.adapters.documents.options import DocumentOptions, check_document_op
 from mimsdk.adapters.documents.pages import POLICY, Page, inspect_image, inspect_pdf, scan_documents
 from mimsdk.adapters.documents.reading import PageCache, fit_with_padding, read_page
 from mimsdk.config import DataConfig, ModelConfig
-from mimsdk.data import normalisation
+from mimsdk.data import SampleDataset, normalisation
 from mimsdk.errors import DataError
 from mimsdk.registry import ADAPTERS
 
@@ -55,7 +58,7 @@ def document_options(data: DataConfig, model: ModelConfig) -> DocumentOptions:
     return DocumentsAdapter().options(data, model)
 
 
-class DocumentDataset(torch.utils.data.Dataset):
+class DocumentDataset(SampleDataset):
     """Document pages -> (tensor C×H×W, label); NaN marks padding (``fit: pad`` and every evaluation view).
 
     Args:
@@ -99,7 +102,10 @@ class DocumentDataset(torch.utils.data.Dataset):
         top, left, h, w = v2.RandomResizedCrop.get_params(page, list(self.crop_scale), [aspect / j, aspect * j])
         return page[:, top : top + h, left : left + w]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def source(self, index: int) -> str:
+        return str(self.pages[index].path)
+
+    def load(self, index: int) -> tuple[torch.Tensor, int]:
         page = self.page(index)
         height, width = self.size
         if self.train and self.opts.fit == "crop":

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pypdfium2 as pdfium
 from PIL import Image, UnidentifiedImageError
 
@@ -119,6 +120,11 @@ def inspect_image(path: Path, opts: DocumentOptions) -> list[Page]:
             for i in _selected(count, opts.pages):
                 img.seek(i)
                 img.load()  # decode every byte: a truncated scan fails here, not during training
+                if img.mode == "F":  # a float TIFF: NaN or infinity has no ink value
+                    values = np.asarray(img)
+                    bad = int((~np.isfinite(values)).sum())
+                    if bad:
+                        raise BadFile(f"frame {i + 1}: {bad} of {values.size} pixels are NaN or infinite (float image)")
                 w, h = img.size
                 scale = capped_scale(w, h, 1.0, opts.max_pixels)
                 if scale < 1.0:
@@ -132,7 +138,10 @@ def inspect_image(path: Path, opts: DocumentOptions) -> list[Page]:
     except UnidentifiedImageError as err:
         raise BadFile("is not an image Pillow can read") from err
     except Image.DecompressionBombError as err:
-        raise BadFile(f"is too large to decode safely ({err})") from err
+        raise BadFile(
+            f"is too large to decode safely: {err} (the header's size is refused before decoding; "
+            "raise PIL.Image.MAX_IMAGE_PIXELS to read it)"
+        ) from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise BadFile(f"cannot be decoded ({err})") from err
 

@@ -20,9 +20,13 @@ happens once per run, or once ever. Then a random chain per item: a crop of ``mo
 scaled crop resized to it) and flips, drawn from a seed taken from torch's generator, so the trainer's
 per-(seed, epoch, index) seeding makes it exact on resume.
 
-Bad input (a truncated file, a DICOM folder mixing series, a 4D volume where 3D is expected, NaN voxels, a
-volume smaller than the crop) is found by running *prepare* over every item before training: one warning per
-file naming it and the problem, then training goes on over the rest; ``data.strict`` makes the first an error.
+Bad input is found by running *prepare* over every item before training: an empty file, one that is not the
+format its name says, a header claiming more than ``data.options.max_voxels`` (checked before any reader
+decodes), a truncated file or npz, a DICOM folder mixing series, a 4D volume where 3D is expected, NaN or
+infinite voxels, a one-voxel image, a volume smaller than the crop. One warning per file naming it and the
+problem in one line (MONAI's nested errors cut to the innermost), then training goes on over the rest;
+``data.strict`` makes the first an error. A constant image, or one whose percentiles coincide, is named and
+kept. An item that fails only when training reads it is named once and replaced (:class:`~mimsdk.data.SampleDataset`).
 """
 
 from __future__ import annotations
@@ -93,17 +97,42 @@ class MedicalAdapter(Adapter):
             raise DataError(f"{root} holds no medical images; expected NIfTI, DICOM, PNG/JPEG or .npz files")
         classes = attach_labels(items, root, data.labels)
         prepared = self._cached(items, prepare, opts, root, data)
-        good = POLICY.settle(root, self._problems(items, prepared), data.strict)
+        found: dict[int, list[str]] = {}
+        good = POLICY.settle(root, self._problems(items, prepared, found), data.strict)
+        self._notes(items, found, good, data.strict)
         return prepared, good, items, classes
 
     @staticmethod
-    def _problems(items: list[dict[str, Any]], prepared: Any) -> list[str | None]:
+    def _notes(items: list[dict[str, Any]], found: dict[int, list[str]], good: list[int], strict: bool) -> None:
+        """Usable items worth a word: a constant image (all one value), percentiles that coincide. One warning
+        each (one per npz array for its constant images); ``strict`` makes the first an error."""
+        notes: list[str] = []
+        constant: dict[str, list[int]] = {}
+        for i in good:
+            item = items[i]
+            if item.get("constant"):
+                constant.setdefault(f"{item['npz'][0]}[{item['npz'][1]}]", []).append(item["npz"][2])
+            elif "npz" not in item:
+                notes += found.get(i, [])
+        for array, which in constant.items():
+            shown = ", ".join(map(str, which[:5])) + (", ..." if len(which) > 5 else "")
+            notes.append(f"{array}: {len(which)} image(s) are constant (all one value), e.g. [{shown}]; kept")
+        if notes and strict:
+            raise DataError(f"{notes[0]} (strict mode)")
+        for note in notes:
+            warnings.warn(note, stacklevel=5)
+
+    @staticmethod
+    def _problems(items: list[dict[str, Any]], prepared: Any, notes: dict[int, list[str]]) -> list[str | None]:
         """Per item, why it cannot be used (None if it can). Running *prepare* over it (through the cache)
-        is the check; the images of one npz array share shape and dtype, so its first speaks for all."""
+        is the check; the images of one npz array share shape and dtype, so its first speaks for all.
+        What *prepare* noted of a usable file (a constant image) goes into ``notes`` by item index."""
         arrays: dict[tuple[str, str], str | None] = {}  # npz array -> its verdict, for all its images
         problems: list[str | None] = []
         for i, item in enumerate(items):
-            if item.get("missing"):
+            if item.get("error"):  # an npz that does not open
+                problems.append(item["error"])
+            elif item.get("missing"):
                 problems.append(f"{item['src']}: no file for sequence(s) {', '.join(item['missing'])}")
             elif "npz" in item:
                 array = item["npz"][:2]
@@ -114,7 +143,10 @@ class MedicalAdapter(Adapter):
                 nan = f"{item['src']}: contains NaN values; no tensor is made from it" if item["nan"] else None
                 problems.append(arrays[array] or nan)
             else:
-                problems.append(prepared[i].get("error"))
+                record = prepared[i]
+                problems.append(record.get("error"))
+                if record.get("notes"):
+                    notes[i] = record["notes"]
         return problems
 
     def _cached(self, items: list[dict], prepare: Prepare, opts: MedicalOptions, root: Path, data: DataConfig) -> Any:

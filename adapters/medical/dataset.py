@@ -10,6 +10,7 @@ import torch
 from monai.data import get_track_meta, set_track_meta
 
 from mimsdk.adapters.medical.options import MedicalOptions, crops
+from mimsdk.data import SampleDataset
 from mimsdk.errors import DataError
 
 
@@ -64,8 +65,11 @@ def augment(
     return Compose(steps)
 
 
-class MedicalDataset(torch.utils.data.Dataset):
+class MedicalDataset(SampleDataset):
     """Prepared volumes (cached by MONAI) -> ``(tensor C×S1..Sn float32, label)``, label -1 if none.
+
+    An item whose preparation fails when read (no cache, or a file changed since the scan) is named once and
+    replaced by the next good one (:class:`~mimsdk.data.SampleDataset`).
 
     ``augment`` is a MONAI ``Compose`` of random crops and flips (or the deterministic evaluation view); it is
     re-seeded for every item from torch's global generator, which the trainer seeds per (seed, epoch, index).
@@ -94,7 +98,10 @@ class MedicalDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def source(self, index: int) -> str:
+        return self.files[index]
+
+    def load(self, index: int) -> tuple[torch.Tensor, int]:
         record = self.prepared[self.indices[index]]
         if "error" in record:  # the file changed after the check
             raise DataError(record["error"])

@@ -28,6 +28,9 @@ class MedicalOptions:
     split: str = "train"  # npz: arrays <split>_images / <split>_labels
     npz_images: str | None = None  # npz: explicit array names instead of the split's
     npz_labels: str | None = None
+    # Largest image a header may claim, and a volume may reach after resampling, in voxels (2D: pixels), all
+    # channels: 2**29 holds a whole-body CT (512×512×2000) as read; a larger claim is refused before decoding.
+    max_voxels: int = 1 << 29
 
 
 # Keys that change what a prepared volume looks like: they are stored with the model, so the evaluation

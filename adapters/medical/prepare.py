@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -18,10 +19,13 @@ import numpy as np
 import torch
 from monai.transforms import Transform
 
-from mimsdk.adapters.medical.files import NIFTI, PICTURES, check_series, npz_array
+from mimsdk.adapters.medical.files import NIFTI, PICTURES, check_file, check_series, npz_array
 from mimsdk.adapters.medical.options import PREPARE_KEYS, MedicalOptions, crops, intensity
 from mimsdk.config import ModelConfig
+from mimsdk.data import failure_reason, first_line
 from mimsdk.errors import DataError
+
+DEFAULT_MAX_VOXELS = MedicalOptions().max_voxels
 
 
 def _above_zero(x: torch.Tensor) -> torch.Tensor:
@@ -45,7 +49,6 @@ class Prepare(Transform):
             LoadImaged,
             Orientationd,
             ScaleIntensityRanged,
-            ScaleIntensityRangePercentilesd,
             Spacingd,
         )
 
@@ -85,12 +88,7 @@ class Prepare(Transform):
         if self.intensity == "window":
             lo, hi = opts.window
             steps.append(ScaleIntensityRanged("image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
-        elif self.intensity == "percentiles":
-            lo, hi = opts.percentiles
-            steps.append(
-                ScaleIntensityRangePercentilesd("image", lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True,
-                                                channel_wise=True)
-            )  # fmt: skip
+        # Percentiles are taken per channel in _percentiles, which names a volume whose percentiles coincide.
         if opts.foreground_crop:
             steps.append(CropForegroundd("image", source_key="image", select_fn=_above_zero, margin=opts.margin,
                                          allow_smaller=True))  # fmt: skip
@@ -99,17 +97,27 @@ class Prepare(Transform):
 
     def settings(self) -> str:
         """What decides the output, hashed into the disk cache's folder name."""
-        return json.dumps([asdict(self.opts)[k] for k in PREPARE_KEYS] + [self.ndim, self.in_chans, self.input_size])
+        values = [asdict(self.opts)[k] for k in PREPARE_KEYS] + [self.ndim, self.in_chans, self.input_size]
+        if self.opts.max_voxels != DEFAULT_MAX_VOXELS:  # it decides which files are refused (default: as before)
+            values.append(self.opts.max_voxels)
+        return json.dumps(values)
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         src = item["src"]
+        if "error" in item:  # found unreadable while listing (an npz that does not open)
+            return {"error": item["error"], "src": src}
+        notes: list[str] = []
         try:
-            image = self._prepare(item)
+            image = self._prepare(item, notes)
         except DataError as err:
-            return {"error": str(err), "src": src}
+            text = first_line(str(err))
+            return {"error": text if text.startswith(src) else f"{src}: {text}", "src": src}
         except Exception as err:  # noqa: BLE001 - any reader failure becomes a message naming the file
             return {"error": f"{src}: {_reason(err)}", "src": src}
-        return {"image": image, "label": item["label"], "src": src}
+        record = {"image": image, "label": item["label"], "src": src}
+        if notes:
+            record["notes"] = notes
+        return record
 
     def _load(self, item: dict[str, Any]) -> torch.Tensor:
         from monai.data import MetaTensor
@@ -123,8 +131,10 @@ class Prepare(Transform):
             return MetaTensor(torch.from_numpy(array))
         paths = item["image"]
         first = Path(paths[0])
+        for path in paths:  # before any reader decodes: not empty, the format named, a sane size
+            check_file(Path(path), self.opts.max_voxels)
         if first.is_dir():
-            check_series(first)
+            check_series(first, self.opts.max_voxels)
             reader = "dicom"
         elif first.name.lower().endswith(NIFTI):
             reader = "nifti"
@@ -135,10 +145,12 @@ class Prepare(Transform):
         loaded = self.load[reader]({"image": paths if len(paths) > 1 else paths[0]})
         return self.channel_first(loaded)["image"]
 
-    def _prepare(self, item: dict[str, Any]) -> torch.Tensor:
+    def _prepare(self, item: dict[str, Any], notes: list[str]) -> torch.Tensor:
         src = item["src"]
         image = self._load(item)
         spatial = tuple(image.shape[1:])
+        if math.prod(spatial) <= 1:
+            raise DataError(f"{src}: a one-voxel image {spatial}: nothing to crop or learn from")
         what = {2: "2D image", 3: "3D volume"}
         if len(spatial) != self.ndim:
             got = what.get(len(spatial), f"{len(spatial)}D array")
@@ -162,10 +174,16 @@ class Prepare(Transform):
                 raise DataError(f"{src}: contains {nan} NaN voxel(s) of {image.numel()}; no tensor is made from it")
             if not torch.isfinite(values).all():
                 raise DataError(f"{src}: contains infinite values")
+        low, high = float(values.min()), float(values.max())
+        if low == high:
+            notes.append(f"{src}: every voxel is {low:g} (a constant image, nothing to learn from); kept")
         image = image.float()
         if self.geometry.transforms:
+            self._check_resampled(image, src)
             image = self.geometry({"image": image})["image"]
         image = image.as_tensor() if hasattr(image, "as_tensor") else image
+        if self.intensity == "percentiles":
+            image = self._percentiles(image, src, notes, constant=low == high)
         image = self.values({"image": image})["image"]
         size = tuple(image.shape[1:])
         if self.crop and not self.opts.pad and any(s < c for s, c in zip(size, self.input_size)):
@@ -181,9 +199,53 @@ class Prepare(Transform):
             )
         return image.float().contiguous()
 
+    def _check_resampled(self, image: Any, src: str) -> None:
+        """Refuse a volume that resampling to ``spacing`` would blow up beyond ``max_voxels`` (a header with a
+        pixel spacing of metres), before Spacingd allocates it."""
+        pixdim = getattr(image, "pixdim", None)
+        if pixdim is None or not self.opts.spacing:
+            return
+        pixdim = [float(p) for p in pixdim][: self.ndim]
+        spatial = list(image.shape[1:])
+        voxels = image.shape[0] * math.prod(
+            max(1, math.ceil(n * p / t)) for n, p, t in zip(spatial, pixdim, self.opts.spacing)
+        )
+        if voxels > self.opts.max_voxels:
+            raise DataError(
+                f"{src}: resampling its {'×'.join(map(str, spatial))} voxels of {pixdim} mm to {self.opts.spacing} mm "
+                f"would make {voxels:,} voxels, more than data.options.max_voxels={self.opts.max_voxels:,}"
+            )
+
+    def _percentiles(self, image: torch.Tensor, src: str, notes: list[str], constant: bool) -> torch.Tensor:
+        """MONAI's per-channel percentile scaling to [0, 1] (the same computation), except where a channel's
+        percentiles coincide, which MONAI reports as a bare "Divide by zero" and leaves unscaled: there its
+        minimum and maximum are used instead, and the file is named; a constant channel becomes 0."""
+        from monai.transforms import ScaleIntensityRange
+        from monai.transforms.utils_pytorch_numpy_unification import percentile
+        from monai.utils import convert_to_tensor
+
+        lower, upper = self.opts.percentiles
+        channels = []
+        for c, channel in enumerate(image):
+            a_min, a_max = percentile(channel, lower), percentile(channel, upper)
+            if not float(a_max) > float(a_min):
+                a_min, a_max = channel.min(), channel.max()
+                if not float(a_max) > float(a_min):
+                    channels.append(torch.zeros_like(channel, dtype=torch.float32))
+                    continue
+                if not constant:
+                    notes.append(
+                        f"{src}: the {lower:g} and {upper:g} percentiles of channel {c} are equal "
+                        f"({float(percentile(channel, lower)):g}); it is scaled by its minimum and maximum instead"
+                    )
+            scale = ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True, dtype=np.float32)
+            channels.append(convert_to_tensor(scale(channel), track_meta=False))
+        return torch.stack(channels)
+
 
 def _reason(err: Exception) -> str:
-    text = f"{type(err).__name__}: {err}"
-    if isinstance(err, EOFError) or "ended before" in text or "truncated" in text.lower():
+    """One line: the innermost error of MONAI's nested wrappers, never their tracebacks."""
+    text = failure_reason(err)
+    if isinstance(err, EOFError) or "ended before" in text or "truncated" in text.lower() or "EOFError" in text:
         return f"truncated or incomplete file ({text})"
     return f"cannot be read ({text})"

@@ -22,15 +22,25 @@ centre window or the grid of windows. Nodata (the file's nodata value or mask, o
 ``data.options.nodata``) becomes NaN, which the core leaves out of the target and the loss.
 
 Per-band normalisation statistics are computed in one streaming pass over the files' blocks
-(Chan's parallel update of count, mean and squared deviations; nodata excluded) unless
-``data.mean``/``data.std`` or the model's metadata give them; they are stored with the model
-together with band names, wavelengths and ground sample distances (:meth:`MultispectralAdapter.describe`).
-Use :func:`match_bands` to feed a model data whose bands are a subset or another order.
+(Chan's parallel update of count, mean and squared deviations; nodata, NaN and ±inf excluded, the
+non-finite ones counted per file and named) unless ``data.mean``/``data.std`` or the model's metadata
+give them; they are stored with the model together with band names, wavelengths and ground sample
+distances (:meth:`MultispectralAdapter.describe`). A scene the pass cannot read, or whose values are on
+another scale than most scenes' (a float scene scaled by 1e30), is named and left out of the statistics
+and of the data (``data.strict``: an error). Use :func:`match_bands` to feed a model data whose bands are a
+subset or another order.
+
+Bad scenes are found before training (:func:`~mimsdk.adapters.multispectral.scenes.find_scenes`): unreadable,
+a header claiming more than ``data.options.max_pixels`` pixels, a last pixel that cannot be read (truncated),
+smaller than the tile, a CRS of another kind than the rest (degrees among metres); each is one warning and
+skipped, or with ``data.strict`` an error; a scene of another data type is named. A tile that fails only when
+training reads it is named once and replaced (:class:`~mimsdk.data.SampleDataset`).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +54,7 @@ from mimsdk.adapters.multispectral.dataset import MultispectralDataset
 from mimsdk.adapters.multispectral.options import READ_KEYS, MultispectralOptions, check_multispectral_options
 from mimsdk.adapters.multispectral.picture import picture
 from mimsdk.adapters.multispectral.scenes import POLICY, Scene, attach_labels, find_scenes, read_window
-from mimsdk.adapters.multispectral.statistics import RunningStats, scene_statistics
+from mimsdk.adapters.multispectral.statistics import Measured, RunningStats, scene_statistics
 from mimsdk.config import DataConfig, ModelConfig
 from mimsdk.errors import ConfigError, DataError
 from mimsdk.registry import ADAPTERS
@@ -97,15 +107,24 @@ class MultispectralAdapter(Adapter):
                 + ("(T, H, W)" if series else "(H, W)")
             )
 
+        tile = (int(model.input_size[-2]), int(model.input_size[-1]))
+
         def scan() -> tuple[list[Scene], list[str]]:
             frames = model.input_size[0] if series else 1
-            scenes = find_scenes(Path(path), opts, bands, frames, data.strict)
+            scenes = find_scenes(Path(path), opts, bands, frames, data.strict, tile)
             return scenes, attach_labels(scenes, Path(path), data.labels)
 
-        return self.remember(path, data, (tuple(bands), repr(opts), model.input_size[0]), scan)
+        return self.remember(path, data, (tuple(bands), repr(opts), model.input_size[0], tile), scan)
 
     def statistics(self, path: str | Path, data: DataConfig, model: ModelConfig) -> tuple[list[float], list[float]]:
         """Per-band mean and std: ``data.mean``/``data.std``, else the model's metadata, else a streaming pass."""
+        mean, std, _ = self.measure(path, data, model)
+        return mean, std
+
+    def measure(
+        self, path: str | Path, data: DataConfig, model: ModelConfig
+    ) -> tuple[list[float], list[float], frozenset[Path]]:
+        """:meth:`statistics` and the scenes the pass left out (none when the statistics are given)."""
         opts = self.options(data, model)
         bands = self.bands(opts, model)
         meta = model.metadata
@@ -116,29 +135,66 @@ class MultispectralAdapter(Adapter):
                 raise ConfigError(
                     f"data.mean and data.std need {len(bands)} values each (one per band); got {mean}, {std}"
                 )
-            return list(mean), list(std)
+            return list(mean), list(std), frozenset()
 
-        def measure() -> tuple[list[float], list[float]]:
+        def measure() -> tuple[list[float], list[float], frozenset[Path]]:
             scenes, _ = self.scan(path, data, model)
             if opts.stats_scenes:
                 step = max(1, len(scenes) // opts.stats_scenes)
                 scenes = scenes[::step][: opts.stats_scenes]
             stats = scene_statistics(scenes, len(bands), opts.nodata)
+            self._report(path, scenes, stats, data.strict)
             empty = [b for b, n in zip(bands, stats.count) if n == 0]
             if empty:
                 raise DataError(
-                    f"{path}: bands {', '.join(empty)} hold no valid pixel (all nodata) in {len(scenes)} scenes"
+                    f"{path}: bands {', '.join(empty)} hold no valid pixel (all nodata) in {stats.scenes} scenes"
                 )
-            log.info("band statistics from %d pixels of %d scenes", int(stats.count.min()), len(scenes))
-            return stats.mean.tolist(), np.maximum(stats.std, 1e-6).tolist()
+            log.info("band statistics from %d pixels of %d scenes", int(stats.count.min()), stats.scenes)
+            return stats.mean.tolist(), np.maximum(stats.std, 1e-6).tolist(), frozenset(stats.excluded)
 
         return self.remember(path, data, ("statistics", tuple(bands), repr(opts)), measure)
+
+    @staticmethod
+    def _report(path: str | Path, scenes: list[Scene], stats: Measured, strict: bool) -> None:
+        """Name what the statistics pass met, each file once: a scene it left out is skipped (through the scan
+        policy: a warning each and a count, or ``strict``'s error); a kept file with non-finite values, or of
+        another data type than most, is one warning saying both."""
+        if stats.excluded:
+            problems = [f"{s.path}: {stats.excluded[s.path]}" if s.path in stats.excluded else None for s in scenes]
+            POLICY.settle(Path(path), problems, strict)
+        said: dict[Path, list[str]] = {}
+        for scene in scenes:
+            if scene.note and scene.path not in stats.excluded:
+                said.setdefault(scene.path, []).append(scene.note)
+            scene.note = None
+        skipped = {src.path for s in scenes if s.path in stats.excluded for date in s.dates for src in date}
+        for file, count in stats.nonfinite.items():
+            if file not in skipped:
+                said.setdefault(file, []).append(
+                    f"{count} values are NaN or ±inf without being declared nodata; left out of the band "
+                    "statistics and read as no data"
+                )
+        for file, words in said.items():
+            warnings.warn(f"{file}: {'; '.join(words)}", stacklevel=5)
+
+    @staticmethod
+    def _say_notes(scenes: list[Scene]) -> None:
+        """The notes no statistics pass has said (statistics given, or a scene outside ``stats_scenes``)."""
+        for scene in scenes:
+            if scene.note:
+                warnings.warn(f"{scene.path}: {scene.note}; kept", stacklevel=4)
+                scene.note = None
 
     def build(
         self, path: Path, data: DataConfig, model: ModelConfig, opts: MultispectralOptions, train: bool
     ) -> MultispectralDataset:
         scenes, classes = self.scan(path, data, model)
-        mean, std = self.statistics(data.path or path, data, model)
+        mean, std, excluded = self.measure(data.path or path, data, model)
+        if excluded:  # left out by the statistics pass (unreadable, another scale): not data either
+            scenes = [s for s in scenes if s.path not in excluded]
+            if not scenes:
+                raise DataError(f"{path} holds no usable scenes ({len(excluded)} left out by the statistics pass)")
+        self._say_notes(scenes)
         size = (int(model.input_size[-2]), int(model.input_size[-1]))
         series = opts.layout == "series"
         return MultispectralDataset(scenes, classes, size, mean, std, opts, train, self.hflip(data), series)

@@ -10,11 +10,15 @@ from rasterio.windows import Window
 
 from mimsdk.adapters.multispectral.options import MultispectralOptions
 from mimsdk.adapters.multispectral.scenes import Scene, read_window
+from mimsdk.data import SampleDataset
 from mimsdk.errors import DataError
 
 
-class MultispectralDataset(torch.utils.data.Dataset):
+class MultispectralDataset(SampleDataset):
     """Scenes -> ``(tensor C×H×W or C×T×H×W float32, normalised, NaN at nodata, label)``.
+
+    A tile that fails when read (a block beyond a truncated file's end, a window all nodata) is named once per
+    scene and replaced by the next good one (:class:`~mimsdk.data.SampleDataset`).
 
     Training: item ``i`` is a random window of scene ``i // tiles_per_scene`` plus random flips.
     Evaluation: the centre window of each scene, or (``grid``) every whole window in row-major order.
@@ -67,7 +71,10 @@ class MultispectralDataset(torch.utils.data.Dataset):
             )
         return Window(corner[1], corner[0], w, h)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def source(self, index: int) -> str:
+        return str(self.scenes[self.index[index][0]].path)
+
+    def load(self, index: int) -> tuple[torch.Tensor, int]:
         i, corner = self.index[index]
         scene = self.scenes[i]
         # A random window may fall wholly outside the swath (nodata): try a few others before giving up.

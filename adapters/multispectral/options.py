@@ -25,6 +25,9 @@ class MultispectralOptions:
     eval_tiles: str = choice("center", "center", "grid")  # evaluation windows: the centre one, or all of a grid
     stats_scenes: int = 0  # scenes the statistics pass reads, evenly spaced; 0: all
     spacing: float | None = None  # metres per pixel of the tiles; None: from the files' transform
+    # Largest scene grid (height × width) a header may claim: 2**28 holds a whole Sentinel-2 tile (10980² at
+    # 10 m) twice over; a larger claim (a sparse 100000² GeoTIFF) is refused before anything is read.
+    max_pixels: int = 1 << 28
 
 
 def check_multispectral_options(opts: MultispectralOptions) -> MultispectralOptions:
@@ -33,6 +36,8 @@ def check_multispectral_options(opts: MultispectralOptions) -> MultispectralOpti
     if unknown:
         key = "bands" if unknown[0] in opts.bands else "file_bands"
         raise ConfigError(f"data.options.{key}: unknown band {unknown[0]!r}; known bands: {', '.join(BANDS)}")
+    if opts.max_pixels < 1:
+        raise ConfigError(f"data.options.max_pixels must be at least 1, got {opts.max_pixels}")
     if opts.tiles_per_scene < 1:
         raise ConfigError(f"data.options.tiles_per_scene must be at least 1, got {opts.tiles_per_scene}")
     return opts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from mimsdk.adapter import ScanPolicy
+from mimsdk.adapter import ScanPolicy, readable_path
 from mimsdk.adapters.multispectral.bands import BANDS, pick_bands
 from mimsdk.adapters.multispectral.options import MultispectralOptions
+from mimsdk.data import first_line
 from mimsdk.errors import DataError
 from mimsdk.labels import label_files
 
@@ -44,11 +46,39 @@ class Scene:
     crs: Any = None  # rasterio CRS of the grid
     transform: Any = None  # affine pixel -> map transform of the grid
     label: int = -1
+    dtype: str = ""  # the data type of its (first) file's bands
+    note: str | None = None  # a word to say about a usable scene (another data type), said once by the adapter
 
 
 def unreadable(err: Exception) -> str:
-    """The reason rasterio gives for a file it cannot read."""
-    return f"cannot be read by rasterio ({str(err).strip() or type(err).__name__})"
+    """The reason rasterio gives for a file it cannot read: GDAL's own message where rasterio wraps it
+    ("Read failed. See previous exception for details.")."""
+    cause = err.__cause__ or err.__context__
+    text = first_line(str(cause)) if cause is not None and "previous exception" in str(err) else ""
+    return f"cannot be read by rasterio ({text or first_line(str(err)) or type(err).__name__})"
+
+
+def crs_kind(crs: Any) -> str:
+    """What a CRS measures pixels in: ``projected (metre)``, ``geographic (degrees)`` or ``none``."""
+    if crs is None:
+        return "none"
+    if crs.is_geographic:
+        return "geographic (degrees)"
+    return f"projected ({crs.linear_units or 'unknown units'})"
+
+
+def check_header(ds: Any, path: Path, opts: MultispectralOptions, indexes: list[int]) -> None:
+    """What the header allows before the statistics pass reads every block: a grid of at most ``max_pixels``,
+    and a last pixel that can be read (a truncated file loses its last blocks first)."""
+    if ds.width * ds.height > opts.max_pixels:
+        raise DataError(
+            f"{path}: its header claims {ds.width}×{ds.height} pixels ({ds.width * ds.height:,}), more than "
+            f"data.options.max_pixels={opts.max_pixels:,}; not read (raise data.options.max_pixels to use it)"
+        )
+    try:
+        ds.read(indexes, window=Window(ds.width - 1, ds.height - 1, 1, 1))
+    except RasterioError as err:
+        raise DataError(f"{path}: truncated or corrupt: its last pixel cannot be read ({unreadable(err)})") from err
 
 
 def band_names(ds: Any, path: Path, opts: MultispectralOptions, bands: list[str]) -> list[str]:
@@ -75,39 +105,56 @@ def band_names(ds: Any, path: Path, opts: MultispectralOptions, bands: list[str]
 def open_stack(path: Path, opts: MultispectralOptions, bands: list[str]) -> Scene:
     """A one-date scene of a stack file's ``bands``; DataError if unusable."""
     try:
-        with rasterio.open(path) as ds:
+        with readable_path(path) as name, rasterio.open(name) as ds:
             names = band_names(ds, path, opts, bands)
             picked = pick_bands(names, bands, opts.select_bands, str(path))
             source = Source(path, [i + 1 for i in picked], list(range(len(bands))), 1.0)
-            return Scene(path, [[source]], ds.height, ds.width, ds.res[0], ds.crs, ds.transform)
+            check_header(ds, path, opts, source.indexes)
+            dtype = ds.dtypes[picked[0]]
+            return Scene(path, [[source]], ds.height, ds.width, ds.res[0], ds.crs, ds.transform, dtype=dtype)
     except RasterioError as err:
         raise DataError(f"{path}: {unreadable(err)}") from err
 
 
-def band_file_scene(folder: Path, files: list[Path], bands: list[str]) -> Scene:
+def band_file_scene(
+    folder: Path, files: list[Path], bands: list[str], opts: MultispectralOptions | None = None
+) -> Scene:
     """A scene from one single-band file per band, named ``*_<band>.tif``; the finest file sets the grid."""
     by_band = {b: f for b in bands for f in files if f.stem.upper().endswith("_" + b)}
     missing = [b for b in bands if b not in by_band]
     if missing:
         raise DataError(f"{folder} has no file for bands {', '.join(missing)} (expected *_<band>.tif for each)")
     grids = {}
+    opts = opts or MultispectralOptions()
     for band in bands:
         try:
-            with rasterio.open(by_band[band]) as ds:
+            with readable_path(by_band[band]) as name, rasterio.open(name) as ds:
                 if ds.count != 1:
                     raise DataError(f"{by_band[band]} has {ds.count} bands; a band file holds one ({band})")
-                grids[band] = (ds.width, ds.height, ds.res[0], ds.crs, ds.transform)
+                check_header(ds, by_band[band], opts, [1])
+                grids[band] = (ds.width, ds.height, ds.res[0], ds.crs, ds.transform, ds.dtypes[0])
         except RasterioError as err:
             raise DataError(f"{by_band[band]}: {unreadable(err)}") from err
-    width, height, res, crs, transform = max(grids.values(), key=lambda g: g[0])
+    width, height, res, crs, transform, dtype = max(grids.values(), key=lambda g: g[0])
     sources = [Source(by_band[b], [1], [i], grids[b][0] / width) for i, b in enumerate(bands)]
-    return Scene(folder, [sources], height, width, res, crs, transform)
+    return Scene(folder, [sources], height, width, res, crs, transform, dtype=dtype)
 
 
-def find_scenes(root: Path, opts: MultispectralOptions, bands: list[str], frames: int, strict: bool) -> list[Scene]:
+def find_scenes(
+    root: Path,
+    opts: MultispectralOptions,
+    bands: list[str],
+    frames: int,
+    strict: bool,
+    tile: tuple[int, int] | None = None,
+) -> list[Scene]:
     """Every usable scene under ``root``: a stack file each, or (``band_files``, ``series``) a folder each.
 
-    Each unusable scene is a warning naming it, or with ``strict`` an error (:class:`~mimsdk.adapter.ScanPolicy`).
+    Each unusable scene is a warning naming it, or with ``strict`` an error (:class:`~mimsdk.adapter.ScanPolicy`):
+    unreadable, a header over ``max_pixels``, a last pixel that cannot be read (truncated), smaller than the
+    ``tile`` (height, width), or a CRS of another kind than most scenes' (degrees among metres). A scene whose
+    data type differs from most scenes' is named in a warning (an error with ``strict``) and kept: the
+    statistics pass judges its values.
     """
     files = POLICY.walk(root, "GeoTIFF (.tif, .tiff) files", lambda p: p.suffix.lower() in TIFF_SUFFIXES)
     if opts.layout == "stack":
@@ -121,22 +168,51 @@ def find_scenes(root: Path, opts: MultispectralOptions, bands: list[str], frames
     def probe(group: tuple[Path, list[Path]]) -> Scene:
         key, members = group
         if opts.layout == "band_files":
-            return band_file_scene(key, members, bands)
-        if opts.layout == "series" and len(members) < frames:
-            raise DataError(f"{key} holds {len(members)} dates (GeoTIFFs); model.input_size asks for {frames}")
-        dates = [open_stack(f, opts, bands) for f in members[:frames]]
-        sizes = {(d.height, d.width) for d in dates}
-        if len(sizes) > 1:
-            raise DataError(f"{key}: its dates differ in size {sorted(sizes)}; a series needs one grid")
-        first = dates[0]
-        first.path, first.dates = key, [d.dates[0] for d in dates]
-        return first
+            scene = band_file_scene(key, members, bands, opts)
+        else:
+            if opts.layout == "series" and len(members) < frames:
+                raise DataError(f"{key} holds {len(members)} dates (GeoTIFFs); model.input_size asks for {frames}")
+            dates = [open_stack(f, opts, bands) for f in members[:frames]]
+            sizes = {(d.height, d.width) for d in dates}
+            if len(sizes) > 1:
+                raise DataError(f"{key}: its dates differ in size {sorted(sizes)}; a series needs one grid")
+            scene = dates[0]
+            scene.path, scene.dates = key, [d.dates[0] for d in dates]
+        if tile is not None and (scene.height < tile[0] or scene.width < tile[1]):
+            raise DataError(
+                f"{key}: {scene.height}×{scene.width} pixels, smaller than the {tile[0]}×{tile[1]} tile "
+                "(model.input_size)"
+            )
+        return scene
 
-    return [scene for _, scene in POLICY.check(root, groups, probe, strict)]
+    results = POLICY.probe(groups, probe)
+    problems = [str(r) if isinstance(r, DataError) else None for r in results]
+    usable = [r for r in results if isinstance(r, Scene)]
+    kinds = Counter(crs_kind(s.crs) for s in usable)
+    dtypes = Counter(s.dtype for s in usable)
+    if len(kinds) > 1:
+        usual, count = kinds.most_common(1)[0]
+        for i, r in enumerate(results):
+            if isinstance(r, Scene) and crs_kind(r.crs) != usual:
+                problems[i] = (
+                    f"{r.path}: its CRS ({r.crs}) is {crs_kind(r.crs)}, where {count} of {len(usable)} scenes are "
+                    f"{usual}; its pixel size ({r.spacing:g}) would be read in other units"
+                )
+    kept = [results[i] for i in POLICY.settle(root, problems, strict)]
+    if len(dtypes) > 1:
+        usual, count = dtypes.most_common(1)[0]
+        for scene in kept:
+            if scene.dtype != usual:
+                note = f"its bands are {scene.dtype}, where {count} of {len(usable)} scenes are {usual}"
+                if strict:
+                    raise DataError(f"{scene.path}: {note} (strict mode: scenes of one data type only)")
+                scene.note = note  # said by the adapter once, with what the statistics pass finds in it
+    return kept
 
 
 def read_window(scene: Scene, window: Window, nodata: float | None = None) -> np.ndarray:
-    """Pixels of ``window`` (on the scene's grid) of every band and date: T×C×h×w float32, NaN where no data."""
+    """Pixels of ``window`` (on the scene's grid) of every band and date: T×C×h×w float32, NaN where no data
+    (nodata, and any value that is not finite)."""
     h, w = int(window.height), int(window.width)
     channels = sum(len(s.positions) for s in scene.dates[0])
     out = np.empty((len(scene.dates), channels, h, w), dtype=np.float32)
@@ -144,7 +220,7 @@ def read_window(scene: Scene, window: Window, nodata: float | None = None) -> np
         for src in sources:
             win = window if src.scale == 1.0 else Window(*(v * src.scale for v in window.flatten()))
             try:
-                with rasterio.open(src.path) as ds:
+                with readable_path(src.path) as name, rasterio.open(name) as ds:
                     data = ds.read(
                         src.indexes, window=win, out_shape=(len(src.indexes), h, w), masked=True,
                         out_dtype="float32", resampling=Resampling.bilinear,
@@ -152,6 +228,7 @@ def read_window(scene: Scene, window: Window, nodata: float | None = None) -> np
             except RasterioError as err:
                 raise DataError(f"{src.path}: {unreadable(err)} at window {window}") from err
             values = np.ma.filled(data, np.nan)
+            values[~np.isfinite(values)] = np.nan  # ±inf (or a value float32 cannot hold) is no data too
             if nodata is not None:
                 values[values == nodata] = np.nan
             out[t, src.positions] = values
