@@ -24,6 +24,7 @@ from mimsdk import create_model, load_model, pretrain, save_model
 from mimsdk.atomic import WriteError, _probe, atomic_dir, atomic_write, is_temporary, remove_stale
 from mimsdk.checkpoint import CHECKPOINT, read_checkpoint, remove_stale_writes, save_checkpoint
 from mimsdk.config import load_recipe
+from mimsdk.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(size="tiny", depth=2, input_size=[32, 32], patch_size=4, decoder_dim=64, decoder_depth=1, decoder_heads=2)
@@ -302,3 +303,13 @@ def test_temporary_names_are_recognised_and_a_missing_folder_holds_nothing_stale
     assert all(is_temporary(p) for p in seen) and seen[0].endswith(".tmp") and seen[1].endswith(".partial")
     assert remove_stale(tmp_path) == [Path(old)]
     assert remove_stale(tmp_path / "nowhere") == [] and remove_stale_writes(tmp_path / "nowhere") == []
+
+
+def test_resume_after_a_kill_in_a_checkpoint_write_leaves_no_temporary(tmp_path):
+    run = tmp_path / "run"
+    Trainer(load_recipe(TINY), run).fit(until=2)
+    killed = run_script(KILL, str(run))  # kill -9 while the next checkpoint is being written
+    assert killed.returncode == -9 and list(run.glob(".checkpoint.pt.*.tmp"))
+    result = pretrain(out=run, resume=True)
+    assert result.history[-1]["step"] == load_recipe(TINY).train.max_steps
+    assert not list(run.rglob(".*.tmp"))
