@@ -23,6 +23,7 @@ import datetime
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -38,8 +39,9 @@ def build(size: str, compile_blocks: bool, checkpointing: bool, device: str) -> 
     return model
 
 
-def saved_bytes(model: torch.nn.Module, x: torch.Tensor, noise: torch.Tensor, dtype: torch.dtype | None) -> int:
-    """Bytes autograd keeps for the backward pass of one forward (each storage once)."""
+def activation_bytes(model: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> tuple[int, torch.Tensor]:
+    """Bytes autograd keeps for the backward pass while ``forward()`` runs (each storage once, the weights
+    left out), and what ``forward`` returned."""
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -48,11 +50,22 @@ def saved_bytes(model: torch.nn.Module, x: torch.Tensor, noise: torch.Tensor, dt
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(size for ptr, size in storages.items() if ptr not in weights), out
+
+
+def saved_bytes(model: torch.nn.Module, x: torch.Tensor, noise: torch.Tensor, dtype: torch.dtype | None) -> int:
+    """Activation bytes of one forward, then its backward (the warm-up)."""
+
+    def forward() -> torch.Tensor:
         with torch.autocast(x.device.type, dtype, enabled=dtype is not None):
-            loss = model(x, noise=noise).loss
+            return model(x, noise=noise).loss
+
+    size, loss = activation_bytes(model, forward)
     loss.backward()
     model.zero_grad(set_to_none=True)
-    return sum(storages.values())
+    return size
 
 
 def step_time(model, optimizer, x, noise, dtype, steps: int) -> float:

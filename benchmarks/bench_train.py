@@ -198,24 +198,33 @@ def model_skip(model: nn.Module) -> set[str]:
 
 
 def build(
-    size: str, device: torch.device, full_encoding: bool, seed: int, fractions: tuple[float, ...] = ()
+    size: str,
+    device: torch.device,
+    full_encoding: bool,
+    seed: int,
+    fractions: tuple[float, ...] = (),
+    **model: object,
 ) -> list[Contender]:
     """mimsdk (mask 0.75), transformers ViTMAE with the same weights, optionally mimsdk with mask 0.0,
-    and mimsdk decoding only each of ``fractions`` of the masked tokens (partial decoding)."""
+    and mimsdk decoding only each of ``fractions`` of the masked tokens (partial decoding).
+
+    ``model``: ``create_model`` keywords over this script's setup (``input_size``, ``decoder_dim``, ``depth``, ...).
+    """
     common = {"size": size, "input_size": [IMAGE_SIZE, IMAGE_SIZE], "patch_size": PATCH_SIZE, "target": "norm_pix"}
+    common = {**common, **DECODER, **model}
     torch.manual_seed(seed)
-    mim = create_model(**common, **DECODER, mask_ratio=MASK_RATIO)
+    mim = create_model(**common, mask_ratio=MASK_RATIO)
     hf = to_vitmae(mim)
     models: list[tuple[str, nn.Module, Callable]] = [
         ("mimsdk", mim, lambda x, noise: mim(x, noise=noise).loss),
         ("transformers", hf, lambda x, noise: hf(pixel_values=x, noise=noise).loss),
     ]
     if full_encoding:
-        full = create_model(**common, **DECODER, mask_ratio=0.0)
+        full = create_model(**common, mask_ratio=0.0)
         full.load_state_dict(mim.state_dict())
         models.append(("mimsdk, mask 0 (all tokens encoded)", full, lambda x, noise: full(x, noise=noise).loss))
     for fraction in fractions:
-        part = create_model(**common, **DECODER, mask_ratio=MASK_RATIO, decoder_fraction=fraction)
+        part = create_model(**common, mask_ratio=MASK_RATIO, decoder_fraction=fraction)
         part.load_state_dict(mim.state_dict())
         models.append((f"mimsdk, {fraction:.0%} of masked decoded", part, partial(_partial_loss, part)))
     contenders = []
@@ -246,12 +255,36 @@ def bench_size(size: str, args: argparse.Namespace, device: torch.device, stats:
     num_tokens = (IMAGE_SIZE // PATCH_SIZE) ** 2
     noise = torch.rand(args.batch, num_tokens, generator=gen).to(device)
     print(f"<!-- {size}: {check_losses(contenders, x, noise)} -->", flush=True)
+    time_rounds(size, contenders, x, noise, args, device, stats)
+    return contenders
+
+
+def autocast_for(dtype: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """What a step runs its forward and loss under: bf16 autocast, or nothing for fp32."""
 
     def autocast() -> contextlib.AbstractContextManager:
-        if args.dtype == "bf16":
+        if dtype == "bf16":
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    return autocast
+
+
+def time_rounds(
+    label: str,
+    contenders: list[Contender],
+    x: torch.Tensor,
+    noise: torch.Tensor,
+    args: argparse.Namespace,
+    device: torch.device,
+    stats: RoundStats,
+) -> None:
+    """``args.warmup`` untimed steps each, then ``args.rounds`` rounds of ``args.steps`` timed steps of every
+    contender in turn (order reversed every other round), filling each one's ``rates``, ``cpu_shares``,
+    ``peak_mib`` and ``state_mib``. Reads ``args.dtype``, ``warmup``, ``steps``, ``rounds``, ``min_cpu_share``,
+    ``max_discards`` and ``retry_wait``."""
+    autocast = autocast_for(args.dtype, device)
+    batch = x.shape[0]
     for c in contenders:
         for _ in range(args.warmup):
             c.step(x, noise, autocast)
@@ -278,12 +311,12 @@ def bench_size(size: str, args: argparse.Namespace, device: torch.device, stats:
             c.optimizer.zero_grad(set_to_none=True)  # free its gradients before the next contender's baseline
             if device.type == "cuda":
                 c.peak_mib = max(c.peak_mib, (torch.cuda.max_memory_allocated(device) - base) / MIB)
-            measured[c.name] = (args.batch * args.steps / seconds, share)
+            measured[c.name] = (batch * args.steps / seconds, share)
         text = ", ".join(f"{name} {rate:.1f} (CPU share {share:.2f})" for name, (rate, share) in measured.items())
         contended = device.type == "cpu" and min(share for _, share in measured.values()) < args.min_cpu_share
         if contended and stats.discarded < args.max_discards:
             stats.discarded += 1
-            print(f"<!-- {size} round discarded, other processes took the CPU: {text} -->", flush=True)
+            print(f"<!-- {label} round discarded, other processes took the CPU: {text} -->", flush=True)
             time.sleep(args.retry_wait)
             continue
         stats.contended_kept += contended
@@ -292,8 +325,7 @@ def bench_size(size: str, args: argparse.Namespace, device: torch.device, stats:
             rate, share = measured[c.name]
             c.rates.append(rate)
             c.cpu_shares.append(share)
-        print(f"<!-- {size} round {done}/{args.rounds} images/s: {text} -->", flush=True)
-    return contenders
+        print(f"<!-- {label} round {done}/{args.rounds} images/s: {text} -->", flush=True)
 
 
 def ratio_median(a: Contender, b: Contender) -> float:

@@ -97,11 +97,16 @@ class Sharded(Replicated):
         if model.config.target == "ema_latent":
             raise ValueError("train.parallel: fsdp does not shard the EMA teacher of model.target ema_latent; use ddp")
         self.model, self.procs = model, procs
-        policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32) if compute else None
-        kwargs = {"mp_policy": policy} if policy is not None else {}
+        def policy(cast_inputs: bool) -> dict[str, Any]:
+            if compute is None:
+                return {}
+            mixed = MixedPrecisionPolicy(compute, torch.float32, cast_forward_inputs=cast_inputs)
+            return {"mp_policy": mixed}
+
         for block in blocks_of(model):
-            fully_shard(block, **kwargs)
-        fully_shard(model, **kwargs)
+            fully_shard(block, **policy(True))
+        # The root's inputs (pixels, mask noise) stay fp32: the target's statistics and the masks are made from them.
+        fully_shard(model, **policy(False))
         self.module = model
 
     def no_sync(self, last: bool) -> contextlib.AbstractContextManager:

@@ -13,30 +13,54 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils import flop_counter
 
-# Dense (not sparse) peak FLOP/s per GPU by name and autocast dtype, from the vendors' data sheets (SXM parts).
-PEAKS = {
-    ("H200", torch.bfloat16): 989e12,
-    ("H100", torch.bfloat16): 989e12,
-    ("A100", torch.bfloat16): 312e12,
-    ("L40S", torch.bfloat16): 362e12,
-    ("L4", torch.bfloat16): 121e12,
-}
 COLUMNS = ["images_per_s", "tokens_per_s", "mfu", "peak_mem_gb"]
+
+
+def dense_bf16_peak(name: str) -> float | None:
+    """NVIDIA's dense (no sparsity) bf16 tensor-core peak in TFLOP/s for a device name, None when not known."""
+    upper = name.upper()
+    if "NVL" in upper:  # NVL variants run at other clocks and power
+        return None
+    if "H200" in upper or ("H100" in upper and ("HBM3" in upper or "SXM" in upper)):
+        return 989.0  # H100 SXM, H200 (SXM); torch names an H100 SXM "NVIDIA H100 80GB HBM3"
+    if "H100" in upper and "PCIE" in upper:
+        return 756.0
+    if "A100" in upper:
+        return 312.0
+    return None
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype | None) -> float | None:
     """The device's dense peak FLOP/s for ``dtype`` (autocast; None = fp32), or None when not known."""
-    if device.type != "cuda":
+    if device.type != "cuda" or dtype is not torch.bfloat16:
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for (gpu, kind), peak in PEAKS.items() if gpu in name and kind == dtype), None)
+    peak = dense_bf16_peak(torch.cuda.get_device_name(device))
+    return peak * 1e12 if peak is not None else None
+
+
+def count_cpu_attention() -> None:
+    """FlopCounterMode knows the CUDA attention kernels; teach it the CPU one so CPU counts include attention."""
+    aten = torch.ops.aten
+    forward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    backward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if forward is None or backward is None or forward in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(forward)
+    def _forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    @flop_counter.register_flop_formula(backward)
+    def _backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
 
 
 def count_flops(step: Callable[[], torch.Tensor]) -> int:
     """FLOPs of ``step()`` (a forward pass returning the loss) and of the backward pass of its loss."""
-    with FlopCounterMode(display=False) as counter:
+    count_cpu_attention()
+    with flop_counter.FlopCounterMode(display=False) as counter:
         step().backward()
     return counter.get_total_flops()
 

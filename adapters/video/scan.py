@@ -1,0 +1,66 @@
+"""The scan: every video under a folder opened once before training, the unusable ones named, labels attached."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from mimsdk.adapter import ScanPolicy
+from mimsdk.adapters.video.clips import clip_span
+from mimsdk.adapters.video.options import VideoOptions
+from mimsdk.adapters.video.reading import VideoInfo, probe_video
+from mimsdk.errors import DataError
+from mimsdk.labels import label_files
+
+POLICY = ScanPolicy(unit="videos")
+
+
+@dataclass
+class Scan:
+    """Usable videos, their labels (-1 when unlabelled), class names, and the files that are short."""
+
+    videos: list[VideoInfo]
+    labels: list[int]
+    classes: list[str]
+    short: list[Path]
+
+
+def scan_videos(
+    root: str | Path,
+    frames: int,
+    options: VideoOptions,
+    labels_csv: str | Path | None = None,
+    strict: bool = False,
+) -> Scan:
+    """Open every video under ``root`` once; warn about (or, ``strict``, stop at) the unusable ones.
+
+    Files without a video extension (``options.extensions``) are left out, with
+    one log line. Raises DataError for a missing path, no video files, no usable
+    video, or in strict mode the first unusable one (:class:`~mimsdk.adapter.ScanPolicy`).
+    """
+    root = Path(root)
+    wanted = f"video files ({', '.join(options.extensions)})"
+    files = POLICY.walk(root, wanted, lambda p: p.suffix.lower() in options.extensions)
+    span = clip_span(frames, options.stride)
+
+    def probe(path: Path) -> VideoInfo:
+        info = probe_video(path)
+        if info.frames < span and options.short_clip == "error":
+            raise DataError(f"{path}: {info.frames} frames, fewer than the {span} a clip of {frames} frames at "
+                            f"stride {options.stride} needs (data.options.short_clip=error)")  # fmt: skip
+        return info
+
+    videos = [info for _, info in POLICY.check(root, files, probe, strict)]
+    short = [info.path for info in videos if info.frames < span]
+    action = {"loop": "looping from the start", "pad": "repeating the last frame"}.get(options.short_clip)
+    for info in videos:
+        if info.path in short:
+            warnings.warn(
+                f"{info.path}: {info.frames} frames available, {span} needed for {frames} frames at stride "
+                f"{options.stride}; {action} (data.options.short_clip={options.short_clip})",
+                stacklevel=2,
+            )
+
+    labels, classes = label_files([v.path for v in videos], root, labels_csv)
+    return Scan(videos, labels, classes, short)
