@@ -94,8 +94,12 @@ def cmd_probe(args: argparse.Namespace) -> None:
         with warnings.catch_warnings():
             if i:  # the same data as the first row's: its classes were already warned about
                 warnings.simplefilter("ignore", SingleSampleWarning)
+
+            def say(text: str, name: str = name) -> None:  # minutes of work: say what is under way
+                print(f"probing the {name} encoder: {text}", file=sys.stderr, flush=True)
+
             acc = probe_model(
-                m, args.data, args.eval_data, args.labels, methods, args.epochs, args.seed, args.label_column
+                m, args.data, args.eval_data, args.labels, methods, args.epochs, args.seed, args.label_column, say
             )
         if not i:  # after the first probe, so that an error in the data comes alone
             print(f"| encoder | {' | '.join(methods)} |\n|---|{'---|' * len(methods)}")

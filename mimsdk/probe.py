@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,12 +215,14 @@ def probe_model(
     epochs: int = 10,
     seed: int = 0,
     label_column: str | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Accuracy of ``model``'s encoder under each probe method; 20 % of ``data`` held out if ``eval_data`` is None.
 
     ``labels`` (a CSV) and ``label_column`` as in :func:`read_dataset`. Classes of ``data`` with a single
-    sample give one :class:`SingleSampleWarning` naming them.
+    sample give one :class:`SingleSampleWarning` naming them. ``report`` is told what starts, as it starts.
     """
+    report = report or (lambda text: None)
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"probe methods {unknown}; expected some of {', '.join(METHODS)}")
@@ -235,7 +238,9 @@ def probe_model(
         train_view, test_view = _split(train_view, 0.2, seed)
         train_aug = train_view
     out: dict[str, float] = {}
+    sizes = f"{len(train_view)} training and {len(test_view)} test samples in {num_classes} classes"
     if {"knn", "linear"} & set(methods):
+        report(f"features of {sizes} ...")
         train_x, train_y = extract_features(model, train_view)
         test_x, test_y = extract_features(model, test_view)
         if "knn" in methods:
@@ -243,6 +248,7 @@ def probe_model(
         if "linear" in methods:
             out["linear"] = linear_probe_accuracy(train_x, train_y, test_x, test_y, seed=seed)
     if "finetune" in methods:
+        report(f"fine-tuning for {epochs} epochs on {len(train_aug)} samples ...")
         out["finetune"] = finetune_accuracy(model, train_aug, test_view, num_classes, epochs=epochs, seed=seed)
     return out
 

@@ -41,8 +41,10 @@ def test_probe_reads_the_documents_label_column_and_warns_once(documents_model, 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert main([*args, "--label-column", "doc_type", "--compare-random"]) == 0
-    out = capsys.readouterr().out
+    out, said = capsys.readouterr()
     assert "| pre-trained |" in out and "| random init |" in out
+    # minutes of work say what is under way, on stderr, for each encoder
+    assert "probing the pre-trained encoder: features of" in said and "probing the random init encoder" in said
     (message,) = single_sample_warnings(caught)  # once, though two encoders were probed
     assert "\n" not in message and "cannot be read" in message and "4 of 6 classes" in message
     assert all(name in message for name in ONE_PAGE) and "scientific_article_page" not in message
