@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mimsdk import checkpoint as ckpt
 from mimsdk.adapter import get_adapter
+from mimsdk.atomic import atomic_write
 from mimsdk.config import ConfigError, Recipe, TrainConfig, load_recipe
 from mimsdk.continued import StartingPoint, adopt, load_into
 from mimsdk.data import ResumableSampler, SeededDataset
@@ -209,10 +210,10 @@ class Trainer:
         main = self.procs.main
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "recipe.yaml").write_text(self.recipe.to_yaml())
+            atomic_write(self.run_dir / "recipe.yaml", lambda p: Path(p).write_text(self.recipe.to_yaml()))
         run_log = RunLog(self.run_dir, self.eval_set is not None, self.step) if main else None
         if run_log:
-            run_log.restart(self.history, lambda row: self._logged(row, self.total_steps))
+            run_log.restart(self.history, lambda row: self._logged(row, self.step))  # keeps the row of the stop
             tqdm.write(run_summary(self), file=sys.stderr)
         meter = self._meter()
         if run_log:
@@ -316,7 +317,7 @@ class Trainer:
         """Back to the checkpoint on disk, with the batch order the new rollback count draws."""
         self._restore(ckpt.read_checkpoint(self.run_dir))
         if run_log:
-            run_log.restart(self.history, lambda row: self._logged(row, self.total_steps))
+            run_log.restart(self.history, lambda row: self._logged(row, self.step))  # keeps the row of the stop
         return self._batches(self.step * self.recipe.train.accum_steps)
 
     def _due(self, every: int, done: bool) -> bool:

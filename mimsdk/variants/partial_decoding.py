@@ -14,6 +14,7 @@ import torch
 
 from mimsdk.config import ModelConfig
 from mimsdk.decoder import AllTokens, Decoded
+from mimsdk.masker import noise_device
 
 
 def decoder_selection(mask: torch.Tensor, num_decode: int, priority: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +70,9 @@ class PartialDecoding:
     ) -> Decoded:
         """mask B×L (1 = masked) -> the Ld masked tokens to predict."""
         if decoder_noise is None:
-            decoder_noise = torch.rand(mask.shape, generator=generator, device=mask.device)
+            # drawn where the generator lives (a CPU generator for a CUDA model), as the masker's noise is
+            decoder_noise = torch.rand(mask.shape, generator=generator, device=noise_device(generator, mask.device))
+            decoder_noise = decoder_noise.to(mask.device)
         index, decoded = decoder_selection(mask, self.num_decode, self.priority(decoder_noise))
         return Decoded(index, decoded)
 
