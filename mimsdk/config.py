@@ -66,6 +66,8 @@ class ModelConfig:
     target: str = registered("norm_pix", TARGETS)
     target_options: dict[str, Any] = field(default_factory=dict)  # the target's own Options (HOG bins, EMA top-k)
     pos_embed: str = choice("sincos", *POSITION_KINDS)
+    class_token: bool = True  # False: none, as UNETR's ViT and VideoMAE (MAE pools the patch tokens either way)
+    decoder_embed_bias: bool = True  # False: VideoMAE's bias-free encoder_to_decoder
     modality: str = "images"
     metadata: dict[str, Any] = field(default_factory=dict)  # adapter facts: channel names, normalisation, ...
 

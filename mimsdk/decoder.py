@@ -22,19 +22,30 @@ class Decoder(nn.Module):
         dim: decoder width Dd. depth, heads, mlp_ratio: its transformer.
         out_dim: values predicted per token P'.
         pos: the decoder's own position encoding at width Dd (from ``tokenizer.position``).
+        prefix: class tokens in the latent (1, or 0). embed_bias: a bias in the input projection (VideoMAE has none).
 
-    Shapes: latent B×(1+Lv)×D, restore B×L -> prediction B×L×P' (class token dropped).
+    Shapes: latent B×(prefix+Lv)×D, restore B×L -> prediction B×L×P' (class token dropped).
     With ``keep`` B×Lv and ``decode`` B×Ld (partial decoding) only the visible tokens and
     the Ld chosen mask tokens enter the decoder, and the prediction is B×Ld×P'.
     """
 
     def __init__(
-        self, encoder_dim: int, dim: int, depth: int, heads: int, out_dim: int, pos: nn.Module, mlp_ratio: float = 4.0
+        self,
+        encoder_dim: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        out_dim: int,
+        pos: nn.Module,
+        mlp_ratio: float = 4.0,
+        prefix: int = 1,
+        embed_bias: bool = True,
     ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"decoder width {dim} is not divisible by its {heads} heads")
-        self.embed = nn.Linear(encoder_dim, dim)
+        self.prefix = prefix
+        self.embed = nn.Linear(encoder_dim, dim, bias=embed_bias)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = pos
         self.blocks = transformer_blocks(dim, depth, heads, mlp_ratio)
@@ -52,29 +63,29 @@ class Decoder(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predictions B×L×P' (B×Ld×P' when ``decode`` is given); with ``with_hidden``, also the
         normalised last hidden state of the same tokens (for HPM's loss predictor)."""
-        x = self.embed(latent)  # B×(1+Lv)×Dd
+        x, p = self.embed(latent), self.prefix  # B×(p+Lv)×Dd
         if decode is not None:
             hidden = self._forward_partial(x, keep, decode, where)
             return (self.pred(hidden), hidden) if with_hidden else self.pred(hidden)
         b, num_tokens = restore.shape
-        num_masked = num_tokens + 1 - x.shape[1]
+        num_masked = num_tokens + p - x.shape[1]
         mask_tokens = self.mask_token.expand(b, num_masked, -1)
-        x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)  # B×L×Dd, visible first
+        x_ = torch.cat([x[:, p:], mask_tokens], dim=1)  # B×L×Dd, visible first
         x_ = torch.gather(x_, 1, restore[..., None].expand(-1, -1, x.shape[2]))  # token order
         x_ = x_ + self.pos(where)
-        hidden = self.norm(self.blocks(torch.cat([x[:, :1], x_], dim=1)))[:, 1:]  # blocks over B×(1+L)×Dd
+        hidden = self.norm(self.blocks(torch.cat([x[:, :p], x_], dim=1)))[:, p:]  # blocks over B×(p+L)×Dd
         return (self.pred(hidden), hidden) if with_hidden else self.pred(hidden)  # B×L×P'
 
     def _forward_partial(
         self, x: torch.Tensor, keep: torch.Tensor, decode: torch.Tensor, where: torch.Tensor | None
     ) -> torch.Tensor:
-        """x B×(1+Lv)×Dd, keep B×Lv, decode B×Ld -> hidden state B×Ld×Dd of the decoded tokens. Attention
+        """x B×(p+Lv)×Dd, keep B×Lv, decode B×Ld -> hidden state B×Ld×Dd of the decoded tokens. Attention
         cost falls with the square of the tokens left out: that is where partial decoding's speed comes from."""
         table = self.pos(where).expand(x.shape[0], -1, -1)  # B×L×Dd
         width = x.shape[2]
-        visible = x[:, 1:] + torch.gather(table, 1, keep[..., None].expand(-1, -1, width))
+        visible = x[:, self.prefix :] + torch.gather(table, 1, keep[..., None].expand(-1, -1, width))
         queries = self.mask_token + torch.gather(table, 1, decode[..., None].expand(-1, -1, width))
-        x = self.blocks(torch.cat([x[:, :1], visible, queries], dim=1))  # B×(1+Lv+Ld)×Dd
+        x = self.blocks(torch.cat([x[:, : self.prefix], visible, queries], dim=1))  # B×(p+Lv+Ld)×Dd
         return self.norm(x[:, -decode.shape[1] :])
 
 

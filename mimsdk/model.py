@@ -62,13 +62,14 @@ class MaskedAutoencoder(nn.Module):
         self.all_tokens = AllTokens()  # evaluation and pictures decode every token
         grid, num_visible = self.tokenizer.grid_size, masker.num_visible(self.num_tokens)
         self.decoding = choose_decoding(config, grid, num_visible, self.all_tokens)  # all, or partial decoding
-        self.encoder = Encoder(dim, depth, heads, config.mlp_ratio, config.drop_path)
+        self.encoder = Encoder(dim, depth, heads, config.mlp_ratio, config.drop_path, config.class_token)
         self.target = build_target(config.target, self.tokenizer, dim, config.target_options)
         out_dim = self.target.dim(self.tokenizer.patch_dim)
         dec_pos = self.tokenizer.position(config.decoder_dim, config.pos_embed)  # the decoder's own, at its width
         self.decoder = Decoder(
-            dim, config.decoder_dim, config.decoder_depth, config.decoder_heads, out_dim, dec_pos, config.mlp_ratio
-        )
+            dim, config.decoder_dim, config.decoder_depth, config.decoder_heads, out_dim, dec_pos, config.mlp_ratio,
+            self.encoder.num_prefix, config.decoder_embed_bias,
+        )  # fmt: skip
         # Registered after the decoder, so the modules a masker makes at ``bind`` (HPM's predictor) come last.
         self.masker = masker
         self.masker.bind(self)
@@ -178,21 +179,34 @@ class MaskedAutoencoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, spacing: float | torch.Tensor | None = None) -> torch.Tensor:
-        """Features with every token visible: B×(1+L)×D (class token first)."""
+        """Features with every token visible: B×(prefix+L)×D (the class token first, when there is one)."""
         tok = self.tokenize(x, spacing)
         return self.encoder(self.embed(tok.patches, tok.where))
 
     @torch.no_grad()
     def features(
-        self, x: torch.Tensor, pool: str = "mean", spacing: float | torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Pooled features B×D: ``"mean"`` over patch tokens (MAE's global pool) or ``"cls"``."""
+        self,
+        x: torch.Tensor,
+        pool: str = "mean",
+        spacing: float | torch.Tensor | None = None,
+        layers: list[int] | None = None,
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Pooled features B×D: ``"mean"`` over patch tokens (MAE's global pool) or ``"cls"``. With ``layers``
+        (block numbers from 0, negative from the end), the token grids those blocks output, before the final
+        norm, as dense heads (UNETR, UperNet) take them: B×D×G1×..×Gn each, G the tokenizer's grid."""
+        p, depth = self.encoder.num_prefix, len(self.encoder.blocks)
+        if layers is not None:
+            if not layers or any(not -depth <= i < depth for i in layers):
+                raise ValueError(f"layers {layers}; expected block numbers in [{-depth}, {depth}) for {depth} blocks")
+            tok = self.tokenize(x, spacing)
+            found = self.encoder.intermediates(self.embed(tok.patches, tok.where), [i % depth for i in layers])
+            return [h[:, p:].transpose(1, 2).reshape(*h.shape[::2], *self.tokenizer.grid_size) for h in found]
         latent = self.encode(x, spacing)
-        if pool == "cls":
+        if pool == "cls" and p:
             return latent[:, 0]
         if pool == "mean":
-            return latent[:, 1:].mean(dim=1)
-        raise ValueError(f"pool {pool!r}; expected 'mean' or 'cls'")
+            return latent[:, p:].mean(dim=1)
+        raise ValueError(f"pool {pool!r}; expected 'mean'{' or cls' if p else ' (the model has no class token)'}")
 
     def reconstruct(
         self,

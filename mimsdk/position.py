@@ -1,6 +1,6 @@
-"""Position encodings: fixed N-D sin-cos (MAE's choice) or learnable tables.
+"""Position encodings: fixed N-D sin-cos (MAE's choice), learnable tables, or VideoMAE's 1-D table.
 
-Both return a 1×L×D table added to tokens in ``patchify`` order. The class
+Each returns a 1×L×D table added to tokens in ``patchify`` order. The class
 token's position is left out; the encoder adds its own zero for it, as MAE does.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-KINDS = ("sincos", "learned")  # ``model.pos_embed``: fixed, or learned from a sin-cos start
+# ``model.pos_embed``: fixed N-D, learned from an N-D start, or fixed 1-D over the token index (VideoMAE's,
+# which transformers recomputes rather than loads: a model must use it to export to VideoMAE exactly)
+KINDS = ("sincos", "learned", "sincos_index")
 
 
 def check_kind(kind: str) -> str:
@@ -26,6 +28,13 @@ def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     omega = 1.0 / 10000**omega
     angles = positions.double()[:, None] * omega[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_index(dim: int, length: int) -> torch.Tensor:
+    """VideoMAE's table, L×dim: token i, width j -> sin (j even) or cos (j odd) of i / 10000^(2⌊j/2⌋/dim)."""
+    j = torch.arange(dim)
+    angles = torch.arange(length, dtype=torch.float64)[:, None] / 10000 ** (2 * (j // 2) / dim)
+    return torch.where(j % 2 == 0, angles.sin(), angles.cos()).float()
 
 
 def sincos_nd(dim: int, coords: torch.Tensor) -> torch.Tensor:
@@ -54,8 +63,8 @@ class GridPositionEncoding(nn.Module):
     Args:
         coords: L×n integer grid coordinates of the tokens.
         dim: width D.
-        kind: ``"sincos"`` (fixed, not trained) or ``"learned"`` (initialised
-            to sin-cos, then trained).
+        kind: ``"sincos"`` (fixed, not trained), ``"learned"`` (initialised
+            to sin-cos, then trained) or ``"sincos_index"`` (fixed, VideoMAE's).
 
     Returns ``1×L×D`` from ``forward()``.
     """
@@ -63,7 +72,7 @@ class GridPositionEncoding(nn.Module):
     def __init__(self, coords: torch.Tensor, dim: int, kind: str = "sincos") -> None:
         super().__init__()
         self.kind = check_kind(kind)
-        table = sincos_nd(dim, coords)[None]
+        table = (sincos_index(dim, len(coords)) if kind == "sincos_index" else sincos_nd(dim, coords))[None]
         if kind == "learned":
             self.table = nn.Parameter(table)
         else:

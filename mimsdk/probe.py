@@ -83,7 +83,7 @@ class Classifier(nn.Module):
         tok = self.tokenizer.tokenize(x)
         tokens = self.tokenizer.embed(tok.patches) + self.pos(tok.where)
         latent = self.encoder(tokens)
-        return self.head(self.fc_norm(latent[:, 1:].mean(1)))
+        return self.head(self.fc_norm(latent[:, self.encoder.num_prefix :].mean(1)))
 
 
 def layer_decay_groups(model: Classifier, lr: float, weight_decay: float, decay: float) -> list[dict]:

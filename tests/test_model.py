@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mimsdk import create_model
@@ -133,3 +134,38 @@ def test_nan_is_nodata_kept_out_of_statistics_and_loss(tiny_kwargs):
     weights = valid * out.mask[..., None]
     expected = (((out.pred - target) ** 2) * weights).sum() / weights.sum()
     assert torch.allclose(out.loss, expected, atol=1e-6)
+
+
+def test_without_class_token_the_patch_tokens_are_all_there_is(tiny_kwargs):
+    # UNETR's ViT and VideoMAE have no class token; such a model trains, pools and decodes (all or part) without one
+    for fraction in (1.0, 0.5):
+        model = create_model(**tiny_kwargs, class_token=False, decoder_fraction=fraction)
+        assert model.encoder.cls_token.shape == (1, 0, 192) and model.encoder.num_prefix == 0
+        x = torch.randn(2, 3, 32, 32)
+        out = model(x, generator=torch.Generator().manual_seed(0))
+        out.loss.backward()
+        assert torch.isfinite(out.loss) and model.decoder.embed.weight.grad.abs().sum() > 0
+    assert model.encode(x).shape == (2, 64, 192)
+    assert torch.allclose(model.features(x), model.encode(x).mean(1))
+    with pytest.raises(ValueError, match="no class token"):
+        model.features(x, pool="cls")
+
+
+def test_features_of_chosen_blocks_are_token_grids(tiny_kwargs):
+    model = create_model(**tiny_kwargs).eval()
+    x = torch.randn(2, 3, 32, 32)
+    first, last = model.features(x, layers=[0, -1])
+    assert first.shape == last.shape == (2, 192, 8, 8) and not torch.allclose(first, last)
+    # the last block's output, normalised, is what encode returns for the patch tokens (row-major grid order)
+    assert torch.allclose(model.encoder.norm(last.flatten(2).transpose(1, 2)), model.encode(x)[:, 1:], atol=1e-5)
+    volume = create_model(size="tiny", depth=2, input_size=[16, 16, 16], patch_size=8, in_chans=1, decoder_dim=32,
+                          decoder_depth=1, decoder_heads=2, class_token=False)  # fmt: skip
+    (grid,) = volume.features(torch.randn(1, 1, 16, 16, 16), layers=[1])
+    assert grid.shape == (1, 192, 2, 2, 2)
+    with pytest.raises(ValueError, match=r"layers \[2\]"):
+        model.features(x, layers=[2])
+
+
+def test_decoder_input_projection_may_go_without_bias(tiny_kwargs):
+    keys = create_model(**tiny_kwargs, decoder_embed_bias=False).state_dict()
+    assert "decoder.embed.weight" in keys and "decoder.embed.bias" not in keys

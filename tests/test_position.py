@@ -38,3 +38,13 @@ def test_learned_encoding_is_a_parameter_fixed_is_a_buffer():
     fixed = GridPositionEncoding(coords, 16, "sincos")
     assert [n for n, _ in learned.named_parameters()] == ["table"]
     assert list(fixed.parameters()) == [] and torch.equal(fixed(), learned().detach())
+
+
+def test_index_table_is_videomaes():
+    # transformers recomputes VideoMAE's table at init instead of loading it: ours must be the same numbers
+    from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
+
+    coords = PatchTokenizer((4, 16, 16), (2, 8, 8), 3, 8).coords()
+    ours = GridPositionEncoding(coords, 48, "sincos_index")()
+    assert torch.allclose(ours, get_sinusoid_encoding_table(len(coords), 48), atol=1e-6)
+    assert "table" in dict(GridPositionEncoding(coords, 48, "sincos_index").named_buffers())

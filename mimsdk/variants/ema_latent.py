@@ -62,12 +62,9 @@ class EMATeacher(nn.Module):
     @torch.no_grad()
     def forward(self, patches: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         x = self.tokenizer.embed(patches) + self.pos(where)
-        x = torch.cat([self.encoder.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        layers = []
-        for i, block in enumerate(self.encoder.blocks):
-            x = block(x)
-            if i >= len(self.encoder.blocks) - self.top_k:
-                layers.append(F.layer_norm(x[:, 1:].float(), x.shape[-1:]))
+        depth, p = len(self.encoder.blocks), self.encoder.num_prefix
+        top = self.encoder.intermediates(x, list(range(max(depth - self.top_k, 0), depth)))  # the last top_k blocks
+        layers = [F.layer_norm(h[:, p:].float(), h.shape[-1:]) for h in top]
         target = F.layer_norm(torch.stack(layers).mean(0), x.shape[-1:])
         self.last_std.copy_(target.std(dim=1).mean())
         return target
