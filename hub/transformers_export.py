@@ -16,6 +16,7 @@ import torch
 
 from mimsdk.atomic import atomic_dir
 from mimsdk.hub.errors import ExportError, require_patch_tokenizer
+from mimsdk.hub.export_card import export_card, write_export_card
 from mimsdk.model import MaskedAutoencoder
 from mimsdk.serialization import is_encoder_only
 
@@ -152,4 +153,14 @@ def export_transformers(model: MaskedAutoencoder, out_dir: str | Path) -> Path:
             resample=3,  # bicubic, as mimsdk's image adapter
         )
         processor.save_pretrained(staging)
+        write_export_card(staging, export_card(model, "transformers (ViTMAE)", HOW_TO_LOAD.format(out=out_dir)))
     return out_dir
+
+
+HOW_TO_LOAD = """\
+from transformers import ViTImageProcessor, ViTMAEForPreTraining, ViTMAEModel
+
+processor = ViTImageProcessor.from_pretrained("{out}")  # the size and normalisation of pre-training
+mae = ViTMAEForPreTraining.from_pretrained("{out}")  # encoder and decoder: continue pre-training
+encoder = ViTMAEModel.from_pretrained("{out}", mask_ratio=0.0)  # every patch visible, for features
+# its patches come out shuffled unless noise=torch.arange(num_patches).expand(batch, -1) keeps their order"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -129,20 +130,25 @@ def cmd_pull(args: argparse.Namespace) -> None:
     print(f"pulled {args.repo_id}{f' at {args.revision}' if args.revision else ''} into {out}")
 
 
+# mimsdk export FORMAT: the module and function that write it, and how the written folder loads
+EXPORTS = {
+    "monai": ("mimsdk.hub.monai_export", "export_monai", "monai.networks.nets.ViT or UNETR(...).vit, strict keys: "
+              "mimsdk.hub.monai_export.monai_vit('{out}') or .unetr('{out}', out_channels=N)"),
+    "timm": ("mimsdk.hub.timm_export", "export_timm", "timm.create_model('local-dir:{out}', pretrained=True)"),
+    "transformers": ("mimsdk.hub.transformers_export", "export_transformers",
+                     "ViTMAEForPreTraining.from_pretrained('{out}')"),
+    "videomae": ("mimsdk.hub.videomae_export", "export_videomae",
+                 "VideoMAEForPreTraining.from_pretrained('{out}') or VideoMAEModel.from_pretrained('{out}')"),
+}  # fmt: skip
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from mimsdk.hub import load_model
 
-    model = load_model(args.model_dir)
-    if args.format == "timm":
-        from mimsdk.hub.timm_export import export_timm
-
-        out = export_timm(model, args.out_dir)
-        print(f"wrote a timm VisionTransformer to {out}: timm.create_model('local-dir:{out}', pretrained=True)")
-    else:
-        from mimsdk.hub.transformers_export import export_transformers
-
-        out = export_transformers(model, args.out_dir)
-        print(f"wrote a transformers ViTMAEForPreTraining to {out}: ViTMAEForPreTraining.from_pretrained('{out}')")
+    module, function, hint = EXPORTS[args.format]
+    export = getattr(importlib.import_module(module), function)
+    out = export(load_model(args.model_dir), args.out_dir)
+    print(f"wrote {out} (how to load it: {out / 'README.md'}): {hint.format(out=out)}")
 
 
 def cmd_recipes(args: argparse.Namespace) -> None:
@@ -242,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", help="branch, tag or commit (default main)")
     p.set_defaults(func=cmd_pull)
 
-    p = sub.add_parser("export", help="write the model for timm or transformers")
-    p.add_argument("format", choices=["timm", "transformers"])
+    p = sub.add_parser("export", help="write the encoder for MONAI, timm, transformers' ViTMAE or VideoMAE")
+    p.add_argument("format", choices=list(EXPORTS))
     p.add_argument("model_dir", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("out_dir", metavar="OUT_DIR", help="new folder to write")
     p.set_defaults(func=cmd_export)

@@ -76,7 +76,7 @@ def test_timm_export_refuses_3d_models_and_works_for_encoder_only(model, tmp_pat
 
 
 def test_transformers_export_loads_and_gives_the_same_loss(model, tmp_path):
-    from transformers import ViTMAEForPreTraining
+    from transformers import ViTMAEForPreTraining, ViTMAEModel
 
     out = export_transformers(model, tmp_path / "hf")
     assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in out.iterdir()}
@@ -89,6 +89,13 @@ def test_transformers_export_loads_and_gives_the_same_loss(model, tmp_path):
     assert abs(ours.loss.item() - theirs.loss.item()) < 1e-5
     assert torch.allclose(ours.pred, theirs.logits, atol=1e-5)
     assert json.loads((out / "preprocessor_config.json").read_text())["image_mean"] == [0.4, 0.5, 0.6]
+    # the card's snippet: every patch visible, in order when the noise is the token index
+    card = (out / "README.md").read_text()
+    assert "ViTMAEModel.from_pretrained" in card and "| mean (per channel) | 0.4, 0.5, 0.6 |" in card
+    encoder = ViTMAEModel.from_pretrained(out, mask_ratio=0.0).eval()
+    with torch.no_grad():
+        hidden = encoder(pixel_values=x, noise=torch.arange(64.0).expand(3, -1)).last_hidden_state
+    assert torch.allclose(hidden, model.encode(x), atol=1e-5)
 
 
 def test_export_command(model, tmp_path, capsys):
