@@ -20,8 +20,11 @@ from mimsdk.version import __version__
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from mimsdk.pretraining import pretrain
+    from mimsdk.pretraining import measure_data, pretrain
 
+    if args.data_only:
+        print(measure_data(args.recipe, data=args.data, batches=args.data_only, overrides=args.overrides))
+        return
     result = pretrain(
         args.recipe,
         data=args.data,
@@ -193,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the recipe's model section, its weights the random ones",
     )
     p.add_argument("--init-revision", help="Hub revision of --init (branch, tag or commit)")
+    p.add_argument(
+        "--data-only",
+        nargs="?",
+        const=50,
+        type=int,
+        metavar="BATCHES",
+        help="run only the data loader for BATCHES batches (default 50) and print samples/s per worker",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. train.max_steps=50")
     p.set_defaults(func=cmd_pretrain)
 

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from mimsdk.config import Recipe, keyword_overrides, load_recipe, merge, parse_overrides
+from mimsdk.loader_rate import LoaderRate, measure_loader
 from mimsdk.model import MaskedAutoencoder
 from mimsdk.trainer import PretrainResult, Trainer
 
-__all__ = ["PretrainResult", "pretrain"]
+__all__ = ["PretrainResult", "measure_data", "pretrain"]
 
 
 def pretrain(
@@ -47,13 +48,32 @@ def pretrain(
             raise ValueError("init= starts a new run from a model; resume=True continues a run: pass one of them")
         changes = merge(parse_overrides(overrides), keyword_overrides(fields))
         return Trainer.resume(out, changes).fit()
-    changes = merge(parse_overrides(overrides), keyword_overrides(fields))
-    if isinstance(data, dict):  # pretrain(..., data={"batch_size": 8}): the data section
-        changes.setdefault("data", {}).update(data)
-    elif data is not None:
-        changes.setdefault("data", {})["path"] = str(data)
+    changes = _changes(data, overrides, fields)
     cfg = load_recipe(recipe, changes)
     if init is None:
         return Trainer(cfg, out).fit()
     explicit = changes.get("model", {})
     return Trainer(cfg, out, init=init, init_revision=init_revision, init_overrides=explicit).fit()
+
+
+def measure_data(
+    recipe: str | Path | Recipe | dict = "quickstart",
+    data: str | Path | dict | None = None,
+    *,
+    batches: int = 50,
+    overrides: list[str] | None = None,
+    **fields: Any,
+) -> LoaderRate:
+    """Time the recipe's data loader alone for ``batches`` batches (``mimsdk pretrain RECIPE --data-only``);
+    arguments as :func:`pretrain`'s. Nothing is trained or written."""
+    return measure_loader(load_recipe(recipe, _changes(data, overrides, fields)), batches)
+
+
+def _changes(data: str | Path | dict | None, overrides: list[str] | None, fields: dict[str, Any]) -> dict:
+    """The recipe changes that ``data``, dotted ``overrides`` and keyword ``fields`` ask for."""
+    changes = merge(parse_overrides(overrides), keyword_overrides(fields))
+    if isinstance(data, dict):  # pretrain(..., data={"batch_size": 8}): the data section
+        changes.setdefault("data", {}).update(data)
+    elif data is not None:
+        changes.setdefault("data", {})["path"] = str(data)
+    return changes

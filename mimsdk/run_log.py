@@ -13,6 +13,7 @@ import torch
 
 from mimsdk.atomic import WriteError, atomic_write
 from mimsdk.throughput import COLUMNS as THROUGHPUT_COLUMNS
+from mimsdk.throughput import LOADER_BOUND
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,17 @@ def closing_summary(history: list[dict[str, float]]) -> str:
         values = sorted(row[key] for row in history if key in row and row[key] == row[key])  # NaN != NaN
         return values[len(values) // 2] if values else float("nan")
 
-    mfu = median("mfu")
+    mfu, waited = median("mfu"), median("data_wait")
     used = f"MFU {mfu:.1%}, " if mfu == mfu else ""
-    return (
+    line = (
         f"done at step {history[-1]['step']}, loss {history[-1]['loss']:.4f}; medians: {median('images_per_s'):.1f} "
-        f"samples/s, {median('tokens_per_s'):.0f} tokens/s, {used}peak memory {median('peak_mem_gb'):.2f} GB"
+        f"samples/s, {median('tokens_per_s'):.0f} tokens/s, {used}peak memory {median('peak_mem_gb'):.2f} GB, "
+        f"{waited:.0%} of each step waiting for data"
     )
+    if waited >= LOADER_BOUND:
+        line += (
+            f"\nloader-bound: the data came at {median('images_per_s'):.1f} samples/s where the model alone ran at "
+            f"{median('model_samples_per_s'):.1f}; raise data.num_workers (mimsdk pretrain RECIPE --data-only "
+            "measures the loader alone)"
+        )
+    return line

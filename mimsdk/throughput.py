@@ -1,21 +1,28 @@
-"""How fast a run goes and how well it uses the hardware: samples/s, tokens/s, MFU and peak memory.
+"""How fast a run goes and how well it uses the hardware: samples/s, tokens/s, MFU, peak memory, and the
+share of each step spent waiting for data.
 
 Model FLOPs are counted once, at the start of a run, by PyTorch's own FLOP counter over one real
 forward and backward pass of a micro-batch (not a hand formula, so partial decoding, HPM or a point
 tokenizer are counted as they run). Model FLOPs utilisation (MFU) is the share of the device's
 dense peak for the precision in use that those FLOPs reach; it is reported on GPUs whose peak is known.
+
+A step that waits for its batch is loader-bound: the model could go faster than the data come. The
+wait is timed around the loader's ``next``; ``model_samples_per_s`` is what the step's compute alone
+would reach, so the two rates side by side say which of data and model sets the pace.
 """
 
 from __future__ import annotations
 
 import resource
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch.utils import flop_counter
 
-COLUMNS = ["images_per_s", "tokens_per_s", "mfu", "peak_mem_gb"]
+COLUMNS = ["images_per_s", "tokens_per_s", "mfu", "peak_mem_gb", "data_wait", "model_samples_per_s"]
+LOADER_BOUND = 0.1  # a run whose steps wait this share of their time or more for data is loader-bound
 
 
 def dense_bf16_peak(name: str) -> float | None:
@@ -87,8 +94,9 @@ class Throughput:
         self.flops_per_sample, self.tokens, self.processes = flops_per_sample, tokens_per_sample, processes
         self.device, self.peak = device, peak_flops(device, dtype)
 
-    def rates(self, samples: int, seconds: float) -> dict[str, float]:
-        """One step's samples/s, tokens/s, MFU (NaN where the peak is unknown) and peak memory in GB."""
+    def rates(self, samples: int, seconds: float, waited: float = 0.0) -> dict[str, float]:
+        """One step's samples/s, tokens/s, MFU (NaN where the peak is unknown), peak memory in GB, the share
+        of the step spent waiting for data (``waited`` seconds) and the samples/s of the rest of the step."""
         per_second = samples / seconds
         mfu = per_second * self.flops_per_sample / (self.peak * self.processes) if self.peak else float("nan")
         return {
@@ -96,9 +104,38 @@ class Throughput:
             "tokens_per_s": per_second * self.tokens,
             "mfu": mfu,
             "peak_mem_gb": peak_memory_gb(self.device),
+            "data_wait": waited / seconds,
+            "model_samples_per_s": samples / max(seconds - waited, 1e-9),
         }
 
     def describe(self) -> str:
         """The counted FLOPs and the peak they are measured against, for the run's summary."""
         peak = f"against a peak of {self.peak / 1e12:.0f} TFLOP/s" if self.peak else "no MFU (no known peak here)"
         return f"{self.flops_per_sample / 1e9:.3g} GFLOP per sample (forward and backward), {peak}"
+
+
+def waiting(share: float) -> str:
+    """The progress bar's word on data: ``3%``, or ``40% loader-bound``."""
+    return f"{share:.0%}" + (" loader-bound" if share >= LOADER_BOUND else "")
+
+
+class TimedBatches:
+    """Batches from ``batches``, adding up the seconds spent waiting for each (:meth:`take` reads and resets)."""
+
+    def __init__(self, batches: Iterator) -> None:
+        self.batches, self.waited = batches, 0.0
+
+    def __iter__(self) -> TimedBatches:
+        return self
+
+    def __next__(self) -> Any:
+        started = time.perf_counter()
+        try:
+            return next(self.batches)
+        finally:
+            self.waited += time.perf_counter() - started
+
+    def take(self) -> float:
+        """Seconds waited since the last call."""
+        waited, self.waited = self.waited, 0.0
+        return waited

@@ -41,7 +41,7 @@ from mimsdk.parallel import as_number, parallelize, prepare_blocks, remove_old_s
 from mimsdk.probe import held_out_metrics
 from mimsdk.run_log import TRAIN_COLUMNS, RunLog, closing_summary, run_summary, save_picture
 from mimsdk.serialization import check_size, save_model
-from mimsdk.throughput import Throughput, count_flops
+from mimsdk.throughput import Throughput, TimedBatches, count_flops, waiting
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda", prefetch_factor=4 if data.num_workers else None,
             generator=torch.Generator().manual_seed(t.seed),  # keeps the global RNG untouched
         )  # fmt: skip
-        return iter(loader)
+        return TimedBatches(iter(loader))
 
     def _noise(self, micro: int, batch: int) -> dict[str, torch.Tensor]:
         """This rank's rows of the global batch's masking noise, a function of (seed, micro-batch).
@@ -243,12 +243,12 @@ class Trainer:
                     self.model.after_step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
-                rates = meter.rates(self.global_batch * t.accum_steps, time.perf_counter() - started)
+                rates = meter.rates(self.global_batch * t.accum_steps, time.perf_counter() - started, batches.take())
                 row = {"step": self.step, "loss": loss, "lr": lr, **rates}
-                rate = rates["images_per_s"]
                 self.history.append(row)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rates['images_per_s']:.0f}",
+                                data=waiting(rates["data_wait"]), refresh=False)  # fmt: skip
                 done, end = self.step == stop, self.step == self.total_steps
                 if self._due(t.probe_every, end):
                     row.update(self._evaluate())

@@ -119,9 +119,13 @@ def test_quickstart_says_what_it_does_and_monitors_its_shipped_held_out_split(tm
     last = result.history[-1]
     assert {"eval_loss", "knn_acc"} <= set(last)  # no data.eval_path needed for the shipped sample
     header = (tmp_path / "q" / "metrics.csv").read_text().splitlines()[0]
-    assert header == "step,loss,lr,images_per_s,tokens_per_s,mfu,peak_mem_gb,eval_loss,knn_acc"
+    assert header == (
+        "step,loss,lr,images_per_s,tokens_per_s,mfu,peak_mem_gb,data_wait,model_samples_per_s,eval_loss,knn_acc"
+    )
     assert last["tokens_per_s"] == pytest.approx(last["images_per_s"] * 64) and last["peak_mem_gb"] > 0
+    assert 0 <= last["data_wait"] < 1 and last["model_samples_per_s"] >= last["images_per_s"]
     assert "GFLOP per sample" in said and "done at step 2" in said and "tokens/s" in said
+    assert "waiting for data" in said
     text = repr(result)
     assert text.startswith("PretrainResult(run_dir=") and "steps=2" in text and len(text) < 300
     # pictures show samples spread over the classes, and reach TensorBoard too

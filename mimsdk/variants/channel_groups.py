@@ -90,7 +90,7 @@ class GroupPositionEncoding(nn.Module):
     def __init__(self, grid: Sequence[int], dim: int, kind: str, scale: float, group_dim: int | None) -> None:
         super().__init__()
         if check_kind(kind) == "sincos_index":
-            raise ValueError("pos_embed 'sincos_index' is VideoMAE's table for patch grids; channel groups take 'sincos' or 'learned'")
+            raise ValueError("pos_embed 'sincos_index' is for patch grids; channel groups take 'sincos' or 'learned'")
         groups, frames = grid[0], grid[1]
         self.group_dim = _even(group_dim if group_dim is not None else dim // 4)
         self.time_dim = self.group_dim if frames > 1 else 0
