@@ -21,6 +21,7 @@ MASKERS = {
 }
 TARGETS = {
     "norm_pix": "per-patch normalised pixels (norm_pix)",
+    "norm_pix_per_channel": "per-patch, per-channel normalised pixels (norm_pix_per_channel, VideoMAE)",
     "pixels": "raw pixels (pixels)",
     "pixels_l1": "raw pixels under an L1 loss (pixels_l1)",
     "frequency": "Fourier spectrum of each patch (frequency)",

@@ -17,10 +17,11 @@ class ExportError(ValueError):
     """A model that cannot be written in an export's format; the message names what is not supported."""
 
 
-def require_patch_tokenizer(model: Any, export: str, architecture: str) -> None:
-    """Refuse, in one line naming the tokenizer, a model whose tokens are not 2D patches.
+def require_patch_tokenizer(model: Any, export: str, architecture: str, dims: str = "2D") -> None:
+    """Refuse, in one line naming the tokenizer, a model whose tokens are not patches (of ``dims`` inputs).
 
-    timm's ViT and transformers' ViTMAE embed a 2D image with one Conv2d over square-on-a-grid patches.
+    timm's ViT and transformers' ViTMAE embed a 2D image with one Conv2d over square-on-a-grid patches
+    (MONAI's ViT and VideoMAE a 3D one).
     A channel-group tokenizer (one patch embedding per group of bands) or a point-group tokenizer
     (a mini-PointNet over kNN groups, positions from the group centres) has no such layer, so its
     weights have no place there.
@@ -28,6 +29,6 @@ def require_patch_tokenizer(model: Any, export: str, architecture: str) -> None:
     tokenizer = model.config.tokenizer
     if tokenizer != "patch":
         raise ExportError(
-            f"{export} export: only patch-tokenizer 2D models export to {architecture}; this model uses the "
+            f"{export} export: only patch-tokenizer {dims} models export to {architecture}; this model uses the "
             f"{tokenizer} tokenizer"
         )

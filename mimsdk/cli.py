@@ -150,7 +150,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     module, function, hint = EXPORTS[args.format]
     export = getattr(importlib.import_module(module), function)
-    out = export(load_model(args.model_dir), args.out_dir)
+    options = {"encoder_only": True} if args.encoder_only else {}
+    out = export(load_model(args.model_dir), args.out_dir, **options)
     print(f"wrote {out} (how to load it: {out / 'README.md'}): {hint.format(out=out)}")
 
 
@@ -193,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         metavar="REPO_OR_DIR",
         help="continue pre-training from a model (run directory, model directory or Hub repo id): its config replaces "
-        "the recipe's model section, its weights the random ones",
+        "the recipe's model section, its weights the random ones. Public MAE weights (transformers' ViTMAE or "
+        "VideoMAE, a timm ViT; a directory or Hub id) keep the recipe's model section, which must have their "
+        "architecture, and adapt to its channels and input size",
     )
     p.add_argument("--init-revision", help="Hub revision of --init (branch, tag or commit)")
     p.add_argument(
@@ -263,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("format", choices=list(EXPORTS))
     p.add_argument("model_dir", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("out_dir", metavar="OUT_DIR", help="new folder to write")
+    p.add_argument(
+        "--encoder-only", action="store_true", help="videomae: VideoMAEModel alone, when the decoder has no twin there"
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("recipes", help="list recipes, or show one")

@@ -19,6 +19,7 @@ BIG = {
     "natural-images-huge": 632e6,
     "video-kinetics-large": 304e6,
     "sentinel2": 304e6,
+    "sentinel2-vit": 304e6,
 }
 GPU_RECIPES = ["natural-images", "video-kinetics", *BIG]
 

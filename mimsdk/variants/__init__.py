@@ -5,7 +5,8 @@ registers timm's architectures:
 
 - tokenizers: ``channel_groups`` (SatMAE), ``point_groups`` (Point-MAE);
 - maskers: ``tube`` (VideoMAE), ``block`` (BEiT), ``colored`` (ColorMAE), ``hpm`` (hard patches mining);
-- targets: ``frequency`` (MFM), ``hog`` (MaskFeat), ``ema_latent`` (data2vec), ``chamfer``/``chamfer_l1`` (Point-MAE);
+- targets: ``frequency`` (MFM), ``hog`` (MaskFeat), ``ema_latent`` (data2vec), ``chamfer``/``chamfer_l1`` (Point-MAE),
+  ``norm_pix_per_channel`` (VideoMAE);
 - partial decoding (CrossMAE, VideoMAE V2), chosen by ``model.decoder_fraction``.
 """
 
@@ -20,4 +21,5 @@ from mimsdk.variants import (  # noqa: F401  (imported to register)
     hog_target,
     point_groups,
     tube_masking,
+    videomae_target,
 )
