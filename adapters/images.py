@@ -12,6 +12,7 @@ training reads it, is named once and replaced (:class:`~mimsdk.data.SampleDatase
 
 from __future__ import annotations
 
+import io
 import re
 from importlib import resources
 from pathlib import Path
@@ -24,7 +25,7 @@ from torchvision.transforms import v2
 
 from mimsdk.adapter import Adapter, ScanPolicy, grey_out, unnormalise
 from mimsdk.config import DataConfig, ModelConfig
-from mimsdk.data import SampleDataset, normalisation
+from mimsdk.data import PreparedDataset, normalisation
 from mimsdk.errors import DataError
 from mimsdk.labels import label_files
 from mimsdk.registry import ADAPTERS
@@ -98,16 +99,13 @@ def scan_folder(
     return good, labels, classes
 
 
-class ImageDataset(SampleDataset):
-    """Image files -> (tensor C×H×W, label). C is 3 (RGB) or 1 (grayscale).
+class ImageFiles:
+    """Image files -> stored samples ``{"image": the file's bytes, "label": int}``: for natural images the
+    stored half of the preparation is the file itself (decoding is the work; re-encoding would add loss and
+    no speed). With ``verify`` each file is also decoded whole, so a shard never stores one that cannot be."""
 
-    A file that fails when read is named once and replaced by the next good one (:class:`SampleDataset`).
-    """
-
-    def __init__(self, files: list[Path], labels: list[int], classes: list[str], transform: Any, channels: int) -> None:
-        self.files, self.labels, self.classes = files, labels, classes
-        self.transform = transform
-        self.mode = {1: "L", 3: "RGB"}[channels]
+    def __init__(self, files: list[Path], labels: list[int], classes: list[str], verify: bool = False) -> None:
+        self.files, self.labels, self.classes, self.verify = files, labels, classes, verify
 
     def __len__(self) -> int:
         return len(self.files)
@@ -115,16 +113,31 @@ class ImageDataset(SampleDataset):
     def source(self, index: int) -> str:
         return str(self.files[index])
 
-    def load(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.files[index]
+        if self.verify and (reason := check_image(path)):
+            raise DataError(f"{path}: {reason}")
         try:
-            with Image.open(path) as img:
+            return {"image": path.read_bytes(), "label": self.labels[index]}
+        except OSError as err:
+            raise DataError(f"{path}: cannot be read ({err})") from err
+
+
+class FinishImage:
+    """A stored image -> tensor C×H×W: decoded by Pillow to RGB or grayscale, then ``transform``."""
+
+    def __init__(self, transform: Any, channels: int) -> None:
+        self.transform, self.mode = transform, {1: "L", 3: "RGB"}[channels]
+
+    def __call__(self, sample: dict[str, Any]) -> torch.Tensor:
+        try:
+            with Image.open(io.BytesIO(sample["image"])) as img:
                 img = img.convert(self.mode)
         except Image.DecompressionBombError as err:
-            raise DataError(f"{path}: {too_large(err)}") from err
+            raise DataError(too_large(err)) from err
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as err:
-            raise DataError(f"{path}: cannot be decoded ({err})") from err
-        return self.transform(img), self.labels[index]
+            raise DataError(f"cannot be decoded ({err})") from err
+        return self.transform(img)
 
 
 @ADAPTERS.register("images")
@@ -161,9 +174,17 @@ class ImagesAdapter(Adapter):
             steps = [v2.Resize(min(size), interpolation=v2.InterpolationMode.BICUBIC), v2.CenterCrop(size)]
         return v2.Compose([v2.PILToTensor(), *steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
-    def build(self, path: Path, data: DataConfig, model: ModelConfig, opts: None, train: bool) -> ImageDataset:
+    def build(self, path: Path, data: DataConfig, model: ModelConfig, opts: None, train: bool) -> PreparedDataset:
+        return PreparedDataset(self.prepared(path, data, model, opts), self.finish(data, model, opts, train))
+
+    def prepared(
+        self, path: Path, data: DataConfig, model: ModelConfig, opts: None, verify: bool = False
+    ) -> ImageFiles:
         files, labels, classes = self.scan(path, data)
-        return ImageDataset(files, labels, classes, self.transform(data, model, train), model.in_chans)
+        return ImageFiles(files, labels, classes, verify)
+
+    def finish(self, data: DataConfig, model: ModelConfig, opts: None, train: bool) -> FinishImage:
+        return FinishImage(self.transform(data, model, train), model.in_chans)
 
     def describe(self, data: DataConfig, model: ModelConfig, opts: None) -> dict[str, Any]:
         mean, std = self._stats(data, model)

@@ -48,10 +48,19 @@ import torch
 from PIL import Image
 
 from mimsdk.config import DataConfig, ModelConfig, adapter_options
-from mimsdk.data import PROGRAM_ERRORS, LabelledDataset, SampleDataset, failure_reason, first_line
+from mimsdk.data import (
+    PROGRAM_ERRORS,
+    LabelledDataset,
+    Prepared,
+    PreparedDataset,
+    SampleDataset,
+    failure_reason,
+    first_line,
+)
 from mimsdk.errors import ConfigError, DataError
 from mimsdk.picture import grid
 from mimsdk.registry import ADAPTERS
+from mimsdk.shards import Manifest, ShardReader, check_preparation, is_shard_set, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +171,12 @@ class Adapter:
 
     A subclass implements :meth:`build` and either :meth:`picture_rows` or :meth:`picture`; optionally
     :meth:`check_options` (ranges, model-dependent checks), :meth:`describe` (metadata) and :meth:`sample_path`.
+
+    An adapter that writes shard sets (``mimsdk shard``) splits its preparation in two: :meth:`prepared`, the
+    deterministic half a shard stores (``preparation`` lists the settings it depends on, ``version`` numbers
+    its code), and :meth:`finish`, the random crop, flip and normalisation applied to a stored sample. Its
+    :meth:`build` should return ``PreparedDataset(self.prepared(...), self.finish(...))``, so that a folder
+    and the shards made from it train alike.
     """
 
     name: ClassVar[str] = ""
@@ -170,6 +185,7 @@ class Adapter:
     stored: ClassVar[tuple[str, ...]] = ()
     legacy_options_key: ClassVar[str | None] = None
     policy: ClassVar[ScanPolicy] = ScanPolicy()
+    version: ClassVar[int] = 1  # of the stored preparation: shards written by another version are refused
 
     def __init__(self) -> None:
         # A run builds the training and the evaluation view of one folder: scan (and warn about) it once.
@@ -189,7 +205,11 @@ class Adapter:
         A sample that fails to load is named and replaced, or with ``data.strict`` stops the run
         (:class:`~mimsdk.data.SampleDataset`, whose ``skipped`` counts the replacements).
         """
-        dataset = self.build(Path(path), data, model, self.options(data, model), train)
+        opts = self.options(data, model)
+        if is_shard_set(path):
+            dataset = PreparedDataset(self.shard_reader(path, data, model, opts), self.finish(data, model, opts, train))
+        else:
+            dataset = self.build(Path(path), data, model, opts, train)
         if isinstance(dataset, SampleDataset):
             dataset.guard(data.strict)
         return dataset
@@ -197,6 +217,38 @@ class Adapter:
     def build(self, path: Path, data: DataConfig, model: ModelConfig, opts: Any, train: bool) -> LabelledDataset:
         """:meth:`dataset` with ``opts`` already checked."""
         raise NotImplementedError
+
+    # -- shard sets: the preparation in two halves ------------------------------------------------
+
+    def prepared(self, path: Path, data: DataConfig, model: ModelConfig, opts: Any, verify: bool = False) -> Prepared:
+        """The samples at ``path`` through the stored (deterministic) half of the preparation. ``verify``
+        (when writing shards): check each sample whole, so a shard never stores one that cannot be finished."""
+        raise ConfigError(f"the {self.name} adapter does not write shard sets yet")
+
+    def finish(self, data: DataConfig, model: ModelConfig, opts: Any, train: bool) -> Callable[[dict], torch.Tensor]:
+        """The other half: a stored sample -> the model's tensor C×S1..Sn (random crop and flip when ``train``)."""
+        raise ConfigError(f"the {self.name} adapter does not read shard sets yet")
+
+    def preparation(self, data: DataConfig, model: ModelConfig, opts: Any) -> dict[str, Any]:
+        """The settings the stored half depends on: recorded with a shard set, compared when one is read."""
+        return {}
+
+    def shard_facts(self, prepared: Prepared, data: DataConfig, model: ModelConfig, opts: Any) -> dict[str, Any]:
+        """Facts over the whole set that training needs and a shard cannot hold (per-band statistics)."""
+        return {}
+
+    def shard_manifest(self, path: str | Path) -> Manifest:
+        """The manifest of the shard set at ``path``, read once per adapter."""
+        key = ("manifest", str(path))
+        if key not in self._scans:
+            self._scans[key] = read_manifest(path)
+        return self._scans[key]
+
+    def shard_reader(self, path: str | Path, data: DataConfig, model: ModelConfig, opts: Any) -> ShardReader:
+        """The shard set at ``path``, checked against what this recipe would store."""
+        manifest = self.shard_manifest(path)
+        check_preparation(manifest, self.preparation(data, model, opts), self.name, self.version, str(path))
+        return ShardReader(path, manifest)
 
     def metadata(self, data: DataConfig, model: ModelConfig) -> dict[str, Any]:
         """Facts stored with the model (channel names, normalisation, ...) and, under ``"options"``, the

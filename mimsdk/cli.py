@@ -38,6 +38,13 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     print(f"run directory: {result.run_dir}")
 
 
+def cmd_shard(args: argparse.Namespace) -> None:
+    from mimsdk.sharding import shard
+
+    out = shard(args.recipe, data=args.data, out=args.out, workers=args.workers, overrides=args.overrides)
+    print(f"wrote the shard set {out}: train on it with mimsdk pretrain {args.recipe} --data {out}")
+
+
 def cmd_resume(args: argparse.Namespace) -> None:
     from mimsdk.pretraining import pretrain
 
@@ -209,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. train.max_steps=50")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("shard", help="prepare a folder once into a shard set that training reads like a folder")
+    p.add_argument("recipe", help="the recipe whose preparation to store (its data and model sections)")
+    p.add_argument("--data", help="the folder to shard (default: the recipe's data.path, else the shipped sample)")
+    p.add_argument("--out", required=True, help="the shard set's folder (new)")
+    p.add_argument("--workers", type=int, help="preparing processes (default: data.num_workers)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. data.batch_size=8")
+    p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser("resume", help="continue a run from its last checkpoint, exactly (or extend it)")
     p.add_argument("run_dir")

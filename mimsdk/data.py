@@ -303,3 +303,39 @@ class ResumableSampler(Sampler):
                 for index in order[first : first + self.batch_size]:
                     yield epoch, index
             epoch, first_batch = epoch + 1, 0
+
+
+class Prepared(Protocol):
+    """Samples through the stored half of an adapter's preparation: a folder's files prepared as they are read,
+    or a shard set's samples (:class:`mimsdk.shards.ShardReader`). ``prepared[i]`` is a dict of arrays, bytes
+    and numbers, with ``"label"`` (-1 when unlabelled)."""
+
+    classes: list[str]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    def source(self, index: int) -> str: ...
+
+
+class PreparedDataset(SampleDataset):
+    """Items made in two halves: the stored sample (``prepared[i]``: deterministic, what a shard holds) and
+    ``finish`` (the random crop and flip, drawn per (seed, epoch, index), and the normalisation).
+
+    Folders and shard sets go through the same ``finish``, so training on shards made from a folder gives
+    what training on the folder gives.
+    """
+
+    def __init__(self, prepared: Prepared, finish: Any) -> None:
+        self.prepared, self.finish, self.classes = prepared, finish, list(prepared.classes)
+
+    def __len__(self) -> int:
+        return len(self.prepared)
+
+    def source(self, index: int) -> str:
+        return self.prepared.source(index)
+
+    def load(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.prepared[index]
+        return self.finish(sample), int(sample.get("label", -1))

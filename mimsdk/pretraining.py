@@ -36,6 +36,11 @@ def pretrain(
         init: continue pre-training from a model: a Hub repo id (``"user/name"``), a model or run
             directory, or a MaskedAutoencoder. The recipe's model section is replaced by that model's
             config (metadata kept); model fields given here as overrides still apply on top of it.
+            Public MAE weights start a run too: a transformers ``ViTMAEForPreTraining`` or
+            ``VideoMAEForPreTraining`` directory or Hub id (encoder and decoder), or a timm ViT in timm's
+            Hub layout (encoder; the decoder starts fresh). Then the recipe's model section stays and must
+            have their architecture (a mismatch is refused, naming both); other channels or input sizes
+            adapt, each said in a log line; ``base_model`` in the metadata names where they came from.
         init_revision: the Hub revision of ``init``.
         **fields: recipe fields by name (``max_steps=50``) or by section (``train={...}``).
 
@@ -48,7 +53,7 @@ def pretrain(
             raise ValueError("init= starts a new run from a model; resume=True continues a run: pass one of them")
         changes = merge(parse_overrides(overrides), keyword_overrides(fields))
         return Trainer.resume(out, changes).fit()
-    changes = _changes(data, overrides, fields)
+    changes = recipe_changes(data, overrides, fields)
     cfg = load_recipe(recipe, changes)
     if init is None:
         return Trainer(cfg, out).fit()
@@ -66,10 +71,10 @@ def measure_data(
 ) -> LoaderRate:
     """Time the recipe's data loader alone for ``batches`` batches (``mimsdk pretrain RECIPE --data-only``);
     arguments as :func:`pretrain`'s. Nothing is trained or written."""
-    return measure_loader(load_recipe(recipe, _changes(data, overrides, fields)), batches)
+    return measure_loader(load_recipe(recipe, recipe_changes(data, overrides, fields)), batches)
 
 
-def _changes(data: str | Path | dict | None, overrides: list[str] | None, fields: dict[str, Any]) -> dict:
+def recipe_changes(data: str | Path | dict | None, overrides: list[str] | None, fields: dict[str, Any]) -> dict:
     """The recipe changes that ``data``, dotted ``overrides`` and keyword ``fields`` ask for."""
     changes = merge(parse_overrides(overrides), keyword_overrides(fields))
     if isinstance(data, dict):  # pretrain(..., data={"batch_size": 8}): the data section

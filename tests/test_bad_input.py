@@ -248,7 +248,7 @@ def test_a_broken_image_is_named_once_and_skipped_or_stops_a_strict_run(tmp_path
     ds, messages = run(lambda: get_adapter("images").dataset(root, DataConfig(), IMAGE_MODEL, train=True))
     assert time.perf_counter() - started < 10  # a bomb is refused from its header, never decoded
     named_once(messages, bad, reason)
-    assert f"skipped 1 of 5 files in {root}; using 4" in messages and ds.files == good
+    assert f"skipped 1 of 5 files in {root}; using 4" in messages and ds.prepared.files == good
     strict, _ = run(lambda: get_adapter("images").dataset(root, DataConfig(strict=True), IMAGE_MODEL, train=True))
     stopped(strict, bad, reason, "strict mode")
 
@@ -277,8 +277,8 @@ def test_an_image_with_a_name_that_is_not_utf8_is_read_and_labelled(tmp_path):
     (tmp_path / "labels.csv").write_bytes(rows)  # the CSV lists the name as its bytes, not UTF-8 either
     data = DataConfig(labels=str(tmp_path / "labels.csv"))
     ds, messages = run(lambda: get_adapter("images").dataset(root, data, IMAGE_MODEL, train=False))
-    assert odd in ds.files and messages == [] and ds.classes == ["odd", "plain"]
-    x, label = ds[ds.files.index(odd)]
+    assert odd in ds.prepared.files and messages == [] and ds.classes == ["odd", "plain"]
+    x, label = ds[ds.prepared.files.index(odd)]
     assert x.shape == (3, 16, 16) and ds.classes[label] == "odd"
 
 

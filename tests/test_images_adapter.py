@@ -37,7 +37,7 @@ def test_grayscale_and_csv_labels(tmp_path, cifar):
     ds = get_adapter("images").dataset(cifar / "test" / "cat", DataConfig(labels=str(csv)), model, train=True)
     # class indices come from the whole CSV, so any folder it labels agrees with every other
     assert ds.classes == sorted(set(read_label_csv(csv).values())) and ds[3][0].shape == (1, 16, 16)
-    assert set(ds.labels) == {ds.classes.index("cat")}
+    assert set(ds.prepared.labels) == {ds.classes.index("cat")}
 
 
 def test_unreadable_files_warn_once_each_and_are_counted(tmp_path, cifar):

@@ -19,7 +19,7 @@ PACKAGES = {
     "mimsdk.recipes": ROOT / "recipes",
 }
 # The layer above the Hub and the adapters: it may use both (adapters only through the registry, by name).
-APPLICATION = {"mimsdk", "mimsdk.cli", "mimsdk.trainer", "mimsdk.pretraining"}
+APPLICATION = {"mimsdk", "mimsdk.cli", "mimsdk.trainer", "mimsdk.pretraining", "mimsdk.sharding"}
 
 
 def module_files() -> dict[str, Path]:

@@ -1,0 +1,211 @@
+"""Shard sets: a corpus prepared once, stored in shards, and read like a folder, from disk or a bucket.
+
+The shards are litdata's (chunk files and ``index.json``; benchmarks/RESULTS.md says why litdata rather than
+MosaicML streaming or WebDataset), written by ``litdata.optimize`` in worker processes in the order of the
+source, so sample i of a shard set is sample i of the folder it was made from. ``mimsdk-shards.json`` beside
+them says what the samples are (:class:`Manifest`): the adapter and the version of its preparation, the
+preparation settings, the class names, the count, and facts computed over the whole set (band statistics).
+
+Samples are read by index (``litdata.StreamingDataset[i]``), so the order, the resume and the split over
+processes stay those of mimsdk's own sampler (:class:`mimsdk.data.ResumableSampler`), exactly as for a
+folder. A remote set (``s3://bucket/prefix``; litdata's other schemes too) is fetched chunk by chunk into
+litdata's cache (``LITDATA_CACHE_DIR``); S3 credentials and endpoint come from the usual AWS settings
+(``AWS_ENDPOINT_URL`` for MinIO or another S3-compatible store).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mimsdk.atomic import atomic_dir
+from mimsdk.errors import DataError
+
+MANIFEST = "mimsdk-shards.json"
+FORMAT = 1
+INDEX = "index.json"  # litdata's
+URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def is_url(path: str | Path) -> bool:
+    """Whether ``path`` is a URL (``s3://...``) rather than a local path."""
+    return bool(URL.match(str(path)))
+
+
+def is_shard_set(path: str | Path) -> bool:
+    """A URL, or a local folder holding ``mimsdk-shards.json``."""
+    return is_url(path) or (Path(path) / MANIFEST).is_file()
+
+
+@dataclass
+class Manifest:
+    """What a shard set holds, written beside its shards.
+
+    Attributes:
+        adapter: the ``data.modality`` that prepared it. version: that adapter's preparation version.
+        preparation: the settings the stored samples depend on (a recipe that differs is refused).
+        count: samples. classes: class names, indexed by the samples' labels (empty when unlabelled).
+        facts: what the adapter computed over the whole set when it was written (per-band statistics).
+        source: where the samples came from, for messages.
+    """
+
+    adapter: str
+    version: int
+    preparation: dict[str, Any]
+    count: int
+    classes: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    format: int = FORMAT
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """The manifest of the shard set at ``path`` (a folder or a URL); DataError naming it if absent or bad."""
+    where = f"{str(path).rstrip('/')}/{MANIFEST}"
+    try:
+        text = _fetch(str(path), MANIFEST) if is_url(path) else (Path(path) / MANIFEST).read_text()
+        raw = json.loads(text)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{where}: not a readable shard set manifest ({err})") from None
+    except Exception as err:  # noqa: BLE001 - a storage client's own error (no such bucket, no access)
+        raise DataError(f"{where}: cannot be fetched ({type(err).__name__}: {err})") from None
+    if raw.get("format") != FORMAT:
+        raise DataError(f"{where}: shard set format {raw.get('format')!r}; this mimsdk reads format {FORMAT}")
+    names = {f.name for f in dataclasses.fields(Manifest)}
+    return Manifest(**{k: v for k, v in raw.items() if k in names})
+
+
+def _fetch(url: str, name: str) -> str:
+    """A small file of a remote shard set, through litdata's own downloader (same credentials as the chunks)."""
+    from litdata.streaming.downloader import get_downloader
+
+    folder = Path(tempfile.mkdtemp(prefix="mimsdk-manifest-"))
+    local = folder / name
+    get_downloader(url.rstrip("/"), str(folder), []).download_file(f"{url.rstrip('/')}/{name}", str(local))
+    return local.read_text()
+
+
+def check_preparation(manifest: Manifest, expected: dict[str, Any], adapter: str, version: int, where: str) -> None:
+    """Refuse a shard set prepared otherwise than the recipe asks, naming the first key that differs."""
+    if manifest.adapter != adapter:
+        raise DataError(f"{where} holds {manifest.adapter} samples; data.modality is {adapter}")
+    if manifest.version != version:
+        raise DataError(
+            f"{where} was prepared by version {manifest.version} of the {adapter} adapter's preparation; this "
+            f"mimsdk prepares with version {version}: shard the data again"
+        )
+    for key in sorted(set(expected) | set(manifest.preparation)):
+        ours, theirs = _plain(expected.get(key)), _plain(manifest.preparation.get(key))
+        if ours != theirs:
+            raise DataError(
+                f"{where} was prepared with {key} = {theirs!r}, the recipe asks for {ours!r}: shard the data "
+                "again with this recipe, or set the recipe to the shard set's value"
+            )
+
+
+def _plain(value: Any) -> Any:
+    """JSON's view of a value (tuples as lists), so a recipe's value compares with a manifest's."""
+    return json.loads(json.dumps(value))
+
+
+def check_chunks(folder: Path) -> dict[int, str]:
+    """Local chunk files that are missing or shorter than litdata's index says: chunk number -> the reason."""
+    try:
+        chunks = json.loads((folder / INDEX).read_text())["chunks"]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{folder / INDEX}: not a readable litdata index ({err})") from None
+    bad = {}
+    for number, chunk in enumerate(chunks):
+        path = folder / chunk["filename"]
+        size = path.stat().st_size if path.is_file() else None
+        if size is None:
+            bad[number] = f"{path}: missing"
+        elif size < chunk["chunk_bytes"]:
+            bad[number] = f"{path}: {size} bytes where the index says {chunk['chunk_bytes']} (truncated)"
+    return bad
+
+
+class ShardReader:
+    """Random access to the samples of a shard set: ``reader[i]`` is the stored sample i (a dict).
+
+    litdata's dataset is made on first use in each process (DataLoader workers included), not pickled.
+    A local chunk found truncated or missing when the set is opened fails its samples at once with a
+    DataError naming the chunk, rather than after litdata's wait for bytes that never come.
+    """
+
+    def __init__(self, path: str | Path, manifest: Manifest) -> None:
+        self.path, self.manifest, self.classes = str(path), manifest, list(manifest.classes)
+        self.bad = {} if is_url(path) else check_chunks(Path(path))
+        self._starts: list[int] | None = None
+        self._dataset: Any = None
+
+    def __len__(self) -> int:
+        return self.manifest.count
+
+    def _open(self) -> Any:
+        if self._dataset is None:
+            from litdata import StreamingDataset
+
+            dataset = StreamingDataset(self.path)
+            if len(dataset) != self.manifest.count:
+                count = self.manifest.count
+                raise DataError(f"{self.path}: {len(dataset)} samples in the shards, {count} in {MANIFEST}")
+            self._dataset = dataset
+        return self._dataset
+
+    def chunk_of(self, index: int) -> int:
+        """The chunk that holds sample ``index`` (from litdata's index; local sets only)."""
+        if self._starts is None:
+            chunks = json.loads((Path(self.path) / INDEX).read_text())["chunks"]
+            starts, total = [], 0
+            for chunk in chunks:
+                starts.append(total)
+                total += chunk["chunk_size"]
+            self._starts = starts
+        return max(i for i, start in enumerate(self._starts) if start <= index)
+
+    def source(self, index: int) -> str:
+        return f"{self.path} sample {index}"
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.bad:
+            chunk = self.chunk_of(index)
+            if chunk in self.bad:
+                raise DataError(f"{self.bad[chunk]}; sample {index} is in it")
+        return self._open()[index]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_dataset": None}  # each worker opens its own
+
+
+def write_shards(
+    prepare: Callable[[int], dict[str, Any] | None],
+    count: int,
+    out: str | Path,
+    manifest: Manifest,
+    workers: int = 1,
+    chunk_bytes: str = "64MB",
+) -> Path:
+    """Prepare samples ``0..count-1`` with ``prepare`` in ``workers`` processes and write them, in order, as a
+    shard set at ``out`` (a new local folder, written whole or not at all). ``prepare`` returns None for a
+    sample it leaves out (a bad file, already named); the manifest's count is the samples written.
+    """
+    from litdata import optimize
+
+    out = Path(out)
+    with atomic_dir(out) as staging:
+        optimize(
+            fn=prepare, inputs=list(range(count)), output_dir=str(staging), num_workers=max(1, workers),
+            chunk_bytes=chunk_bytes, keep_data_ordered=True, mode="overwrite", verbose=True,
+            start_method="fork" if os.name == "posix" else None,
+        )  # fmt: skip
+        written = sum(chunk["chunk_size"] for chunk in json.loads((staging / INDEX).read_text())["chunks"])
+        (staging / MANIFEST).write_text(json.dumps(dataclasses.asdict(dataclasses.replace(manifest, count=written))))
+    return out
