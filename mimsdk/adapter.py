@@ -19,7 +19,7 @@ What the base owns, once for all adapters:
 - one rule for options stored with the model: the ``stored`` fields go to ``metadata["options"]`` and are read
   back under ``data.options`` whenever the model is given, so ``embed``, ``probe`` and ``reconstruct`` read
   files as in pre-training;
-- the scan policy (:class:`ScanPolicy`: exists, walk, probe in threads, one warning per bad file, ``strict``,
+- the scan policy (:class:`~mimsdk.scan.ScanPolicy`: exists, walk, probe in threads, one warning per bad file, ``strict``,
   summary, "no usable" error) and the scan cache (:meth:`Adapter.remember`);
 - the load-time policy: every adapter's dataset is a :class:`~mimsdk.data.SampleDataset`, and
   :meth:`Adapter.dataset` sets it to ``data.strict``, so a sample that fails only when read is named once and
@@ -36,10 +36,7 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -49,17 +46,15 @@ from PIL import Image
 
 from mimsdk.config import DataConfig, ModelConfig, adapter_options
 from mimsdk.data import (
-    PROGRAM_ERRORS,
     LabelledDataset,
     Prepared,
     PreparedDataset,
     SampleDataset,
-    failure_reason,
-    first_line,
 )
-from mimsdk.errors import ConfigError, DataError
+from mimsdk.errors import ConfigError
 from mimsdk.picture import grid
 from mimsdk.registry import ADAPTERS
+from mimsdk.scan import ScanPolicy
 from mimsdk.shards import Manifest, ShardReader, check_preparation, is_shard_set, read_manifest
 
 log = logging.getLogger(__name__)
@@ -70,91 +65,6 @@ DEFAULT_CROP_SCALE = (0.2, 1.0)  # MAE's RandomResizedCrop area range
 COLUMNS = ["original", "masked", "reconstruction"]
 
 T = TypeVar("T")
-U = TypeVar("U")
-
-
-@dataclass(frozen=True)
-class ScanPolicy:
-    """How an adapter finds its files before training: walk, probe each once, report the unusable ones.
-
-    Args:
-        unit, unusable: words for the messages ("skipped 2 of 14 files", "2 unusable files").
-        threads: units probed at once by :meth:`check`; 1 where the reading library is not thread-safe.
-    """
-
-    unit: str = "files"
-    unusable: str = "unusable"
-    threads: int = 4
-
-    def walk(self, root: Path, wanted: str, keep: Callable[[Path], bool] | None = None) -> list[Path]:
-        """``root`` itself if a file, else its files (sorted, hidden ones skipped) for which ``keep`` holds.
-
-        Args:
-            wanted: what the folder should hold, for the error ("video files (.mp4, .avi)").
-            keep: a filter on file names; the files it leaves out are counted in one log line.
-        Raises DataError for a missing path or a folder with nothing to read.
-        """
-        if not root.exists():
-            raise DataError(f"data path {root} does not exist")
-        if root.is_file():
-            return [root]
-        found = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-        files = found if keep is None else [p for p in found if keep(p)]
-        if len(files) < len(found):
-            log.info("%s: left out %d file(s) that are not %s", root, len(found) - len(files), wanted)
-        if not files:
-            raise DataError(f"data folder {root} holds no {wanted}")
-        return files
-
-    def check(self, root: Path, units: Sequence[U], probe: Callable[[U], T], strict: bool) -> list[tuple[U, T]]:
-        """Probe every unit (file, folder, scene) in ``threads`` threads, then :meth:`settle`.
-
-        ``probe`` returns what the adapter learnt of a usable unit, or raises DataError naming it and why
-        it cannot be used. Returns the usable units with their probe results, in order.
-        """
-        results = self.probe(units, probe)
-        problems = [str(r) if isinstance(r, DataError) else None for r in results]
-        return [(units[i], results[i]) for i in self.settle(root, problems, strict)]
-
-    def probe(self, units: Sequence[U], probe: Callable[[U], T]) -> list[T | DataError]:
-        """``probe`` of every unit in ``threads`` threads: its result, or the DataError it raised (one line,
-        without the chained traceback); any other error of a reading library becomes one too, naming the unit.
-        For adapters that judge units against each other before :meth:`settle`."""
-
-        def attempt(unit: U) -> T | DataError:
-            try:
-                return probe(unit)
-            except DataError as err:
-                return DataError(first_line(str(err)))
-            except PROGRAM_ERRORS:
-                raise
-            except Exception as err:  # noqa: BLE001 - a reading library's own error the probe did not name
-                return DataError(failure_reason(err, str(unit[0] if isinstance(unit, tuple) else unit)))
-
-        if self.threads > 1 and len(units) > 1:
-            with ThreadPoolExecutor(max_workers=self.threads) as pool:
-                return list(pool.map(attempt, units))
-        return [attempt(u) for u in units]
-
-    def settle(self, root: Path, problems: Sequence[str | None], strict: bool) -> list[int]:
-        """The scan policy: indices of the usable units (``problems[i]`` None), after reporting the rest.
-
-        Each problem (a message naming its file) is one warning, repeated problems once (the images of one
-        bad array); then one summary "skipped N of M". ``strict`` makes the first problem an error instead,
-        and no usable unit at all is always one.
-        """
-        bad = [first_line(p) for p in problems if p]  # one line each: a library's nested traceback is cut
-        if bad and strict:
-            raise DataError(f"{bad[0]} (strict mode; {len(bad)} {self.unusable} {self.unit} in {root})")
-        for problem in dict.fromkeys(bad):
-            warnings.warn(f"skipping {problem}", stacklevel=3)
-        good = [i for i, p in enumerate(problems) if not p]
-        if bad:
-            summary = f"skipped {len(bad)} of {len(problems)} {self.unit} in {root}; using {len(good)}"
-            warnings.warn(summary, stacklevel=3)
-        if not good:
-            raise DataError(f"{root} holds no usable {self.unit} ({len(bad)} {self.unusable})")
-        return good
 
 
 class Adapter:
