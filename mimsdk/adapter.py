@@ -19,8 +19,8 @@ What the base owns, once for all adapters:
 - one rule for options stored with the model: the ``stored`` fields go to ``metadata["options"]`` and are read
   back under ``data.options`` whenever the model is given, so ``embed``, ``probe`` and ``reconstruct`` read
   files as in pre-training;
-- the scan policy (:class:`~mimsdk.scan.ScanPolicy`: exists, walk, probe in threads, one warning per bad file, ``strict``,
-  summary, "no usable" error) and the scan cache (:meth:`Adapter.remember`);
+- the scan policy (:class:`~mimsdk.scan.ScanPolicy`: exists, walk, probe in threads, one warning per bad
+  file, ``strict``, summary, "no usable" error) and the scan cache (:meth:`Adapter.remember`);
 - the load-time policy: every adapter's dataset is a :class:`~mimsdk.data.SampleDataset`, and
   :meth:`Adapter.dataset` sets it to ``data.strict``, so a sample that fails only when read is named once and
   replaced (or stops a strict run) the same way in every modality;

@@ -28,12 +28,13 @@ from mimsdk import checkpoint as ckpt
 from mimsdk.adapter import get_adapter
 from mimsdk.atomic import atomic_write
 from mimsdk.config import ConfigError, Recipe, TrainConfig, load_recipe
-from mimsdk.continued import StartingPoint, adopt, load_into
+from mimsdk.continued import StartingPoint, adopt, adopt_public, load_into
 from mimsdk.data import ResumableSampler, SeededDataset
 from mimsdk.distributed import autocast_dtype, barrier, init_processes, mean_across, pick_device
 from mimsdk.errors import DataError
 from mimsdk.hub import load_model
 from mimsdk.hub.client import looks_local
+from mimsdk.hub.public_weights import read_public
 from mimsdk.model import MaskedAutoencoder, create_model
 from mimsdk.nonfinite import NonFiniteGuard
 from mimsdk.optim import lr_at, param_groups, set_lr
@@ -69,6 +70,8 @@ class Trainer:
     ``init`` (a model, a model or run directory, or a Hub repo id) continues pre-training from that
     model: its config replaces ``recipe.model`` (then ``init_overrides``, model fields, apply on top)
     and its weights replace the random ones; an encoder-only model gets a freshly initialised decoder.
+    Public MAE weights (transformers' ViTMAE or VideoMAE, a timm ViT) keep the recipe's model section,
+    which must have their architecture, and adapt to its channels and input size (:func:`adopt_public`).
     """
 
     def __init__(
@@ -78,9 +81,13 @@ class Trainer:
         self.recipe = recipe
         self._start: StartingPoint | None = None
         if init is not None:  # continued pre-training: the model's config and weights replace the recipe's
-            source = init if isinstance(init, MaskedAutoencoder) else load_model(init, revision=init_revision)
-            hub_id = init if isinstance(init, str) and not looks_local(init) else None
-            self._start = adopt(recipe, source, init_overrides or {}, base_model=hub_id)
+            public = None if isinstance(init, MaskedAutoencoder) else read_public(init, init_revision, recipe.model)
+            if public is not None:  # ViTMAE, VideoMAE or timm weights: their architecture, the recipe's data
+                self._start = adopt_public(recipe, public)
+            else:
+                source = init if isinstance(init, MaskedAutoencoder) else load_model(init, revision=init_revision)
+                hub_id = init if isinstance(init, str) and not looks_local(init) else None
+                self._start = adopt(recipe, source, init_overrides or {}, base_model=hub_id)
             log.info("continuing pre-training from %s", init if isinstance(init, str | Path) else "a model")
         self.device = pick_device(recipe.train.device)
         self.procs = init_processes(self.device, group=recipe.train.parallel == "fsdp")
