@@ -32,7 +32,7 @@ def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
 
 def sincos_index(dim: int, length: int) -> torch.Tensor:
     """VideoMAE's table, L×dim: token i, width j -> sin (j even) or cos (j odd) of i / 10000^(2⌊j/2⌋/dim)."""
-    j = torch.arange(dim)
+    j = torch.arange(dim, dtype=torch.float64)
     angles = torch.arange(length, dtype=torch.float64)[:, None] / 10000 ** (2 * (j // 2) / dim)
     return torch.where(j % 2 == 0, angles.sin(), angles.cos()).float()
 

@@ -123,17 +123,28 @@ def closing_summary(history: list[dict[str, float]]) -> str:
         values = sorted(row[key] for row in history if key in row and row[key] == row[key])  # NaN != NaN
         return values[len(values) // 2] if values else float("nan")
 
-    mfu, waited = median("mfu"), median("data_wait")
+    mfu = median("mfu")
     used = f"MFU {mfu:.1%}, " if mfu == mfu else ""
+    waited, data_rate, model_rate = data_rates(history)
     line = (
         f"done at step {history[-1]['step']}, loss {history[-1]['loss']:.4f}; medians: {median('images_per_s'):.1f} "
-        f"samples/s, {median('tokens_per_s'):.0f} tokens/s, {used}peak memory {median('peak_mem_gb'):.2f} GB, "
-        f"{waited:.0%} of each step waiting for data"
+        f"samples/s, {median('tokens_per_s'):.0f} tokens/s, {used}peak memory {median('peak_mem_gb'):.2f} GB; "
+        f"{waited:.0%} of the time waiting for data"
     )
     if waited >= LOADER_BOUND:
         line += (
-            f"\nloader-bound: the data came at {median('images_per_s'):.1f} samples/s where the model alone ran at "
-            f"{median('model_samples_per_s'):.1f}; raise data.num_workers (mimsdk pretrain RECIPE --data-only "
-            "measures the loader alone)"
+            f"\nloader-bound: the data came at {data_rate:.1f} samples/s where the model alone ran at "
+            f"{model_rate:.1f}; raise data.num_workers (mimsdk pretrain RECIPE --data-only measures the loader alone)"
         )
     return line
+
+
+def data_rates(history: list[dict[str, float]]) -> tuple[float, float, float]:
+    """Over the steps after the first (which also starts the loader's workers): the share of the time spent
+    waiting for data, the samples/s that reached the model, and the samples/s of the model alone."""
+    steady = [row for row in history[1:] or history if row.get("images_per_s", 0) > 0]
+    if not steady:
+        return 0.0, float("nan"), float("nan")
+    seconds = [1.0 / row["images_per_s"] for row in steady]  # per sample: every step has the same batch
+    waited = sum(t * row.get("data_wait", 0.0) for t, row in zip(seconds, steady))
+    return waited / sum(seconds), len(steady) / sum(seconds), len(steady) / max(sum(seconds) - waited, 1e-12)

@@ -47,4 +47,6 @@ def test_index_table_is_videomaes():
     coords = PatchTokenizer((4, 16, 16), (2, 8, 8), 3, 8).coords()
     ours = GridPositionEncoding(coords, 48, "sincos_index")()
     assert torch.allclose(ours, get_sinusoid_encoding_table(len(coords), 48), atol=1e-6)
+    big = GridPositionEncoding(PatchTokenizer((16, 224, 224), (2, 16, 16), 3, 8).coords(), 768, "sincos_index")()
+    assert torch.allclose(big, get_sinusoid_encoding_table(1568, 768), atol=1e-6)  # video-kinetics size
     assert "table" in dict(GridPositionEncoding(coords, 48, "sincos_index").named_buffers())

@@ -94,3 +94,16 @@ def test_readme_medical_shell_examples_run_as_printed_on_the_shared_samples(chec
     for run in ("ct", "cxr", "dicom"):
         assert (checkout / "runs" / run / "model" / "model.safetensors").is_file(), run
     assert "| pre-trained |" in capsys.readouterr().out  # the probe's table
+
+
+FINE_TUNE = ["fine-tune-in-monai", "fine-tune-in-torchgeo-timm", "fine-tune-in-transformers-vitmae-and-videomae"]
+
+
+@pytest.mark.parametrize("section", FINE_TUNE)
+def test_readme_fine_tune_commands_run_as_printed(section, checkout, capsys):
+    commands = shell_commands(README, section)
+    assert len(commands) == 2 and commands[1].startswith("mimsdk export"), commands
+    for line in commands:
+        assert main(shlex.split(line, comments=True)[1:]) == 0, line
+    out = checkout / shlex.split(commands[1], comments=True)[-1]
+    assert (out / "README.md").is_file() and "how to load it" in capsys.readouterr().out

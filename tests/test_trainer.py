@@ -125,7 +125,7 @@ def test_quickstart_says_what_it_does_and_monitors_its_shipped_held_out_split(tm
     assert last["tokens_per_s"] == pytest.approx(last["images_per_s"] * 64) and last["peak_mem_gb"] > 0
     assert 0 <= last["data_wait"] < 1 and last["model_samples_per_s"] >= last["images_per_s"]
     assert "GFLOP per sample" in said and "done at step 2" in said and "tokens/s" in said
-    assert "waiting for data" in said
+    assert "of the time waiting for data" in said
     text = repr(result)
     assert text.startswith("PretrainResult(run_dir=") and "steps=2" in text and len(text) < 300
     # pictures show samples spread over the classes, and reach TensorBoard too
