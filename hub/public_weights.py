@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD  # VideoMAE un-normalises with these
 
 from mimsdk.config import ModelConfig
 from mimsdk.continued import PublicWeights, check_architecture
@@ -205,6 +206,10 @@ def _describe_videomae(config: dict[str, Any], name: str) -> PublicWeights:
     settings: dict[str, Any] = {"class_token": False, "pos_embed": "sincos_index"}
     if decoder:
         settings |= {"decoder_embed_bias": False, "target": "norm_pix_per_channel"}
+        if config.get("num_channels", 3) == 3:
+            # VideoMAE adds its eps to the std of pixels it first un-normalises with ImageNet's std: in our units
+            # (normalised input) that is 1e-6 / std per channel, so the loss stays its own to 1e-6.
+            settings["target_options"] = {"eps": [1e-6 / s for s in IMAGENET_STD]}
     size = [config.get("num_frames", 16), *_pair(config["image_size"])]
     return PublicWeights(name, architecture, settings, size, config.get("num_channels", 3), encoder_only=not decoder)
 

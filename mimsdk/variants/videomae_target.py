@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,8 +67,16 @@ class PerChannelPixelTarget(PixelTarget):
         return (pred.unflatten(-1, (-1, self.channels)) * self._scale(std) + mean).flatten(-2)
 
 
-@TARGETS.register("norm_pix_per_channel")
-def norm_pix_per_channel(tokenizer: Any, width: int = 0) -> PerChannelPixelTarget:
+@dataclass
+class PerChannelOptions:
+    """``model.target_options`` of ``norm_pix_per_channel``: ``eps``, one value or one per channel. Continued
+    pre-training from a VideoMAE checkpoint sets VideoMAE's own, 1e-6 divided by ImageNet's std per channel."""
+
+    eps: float | list[float] = 1e-6
+
+
+@TARGETS.register("norm_pix_per_channel", PerChannelOptions)
+def norm_pix_per_channel(tokenizer: Any, width: int = 0, eps: float | list[float] = 1e-6) -> PerChannelPixelTarget:
     """VideoMAE's target; needs channel-last patch vectors (p1..pn, C) of a patch tokenizer."""
     patch_size, channels = getattr(tokenizer, "patch_size", None), getattr(tokenizer, "in_chans", None)
     if patch_size is None or channels is None or tokenizer.patch_dim != math.prod(patch_size) * channels:
@@ -75,4 +84,6 @@ def norm_pix_per_channel(tokenizer: Any, width: int = 0) -> PerChannelPixelTarge
             f"the norm_pix_per_channel target needs patch tokens of p1×..×pn×C values (model.tokenizer: patch); "
             f"got the {type(tokenizer).__name__}"
         )
-    return PerChannelPixelTarget(channels)
+    if not isinstance(eps, int | float) and len(eps) != channels:
+        raise ValueError(f"model.target_options.eps has {len(eps)} values; expected 1 or one per channel ({channels})")
+    return PerChannelPixelTarget(channels, eps)
