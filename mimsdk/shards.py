@@ -72,6 +72,8 @@ def read_manifest(path: str | Path) -> Manifest:
     try:
         text = _fetch(str(path), MANIFEST) if is_url(path) else (Path(path) / MANIFEST).read_text()
         raw = json.loads(text)
+    except DataError:
+        raise
     except (OSError, ValueError) as err:
         raise DataError(f"{where}: not a readable shard set manifest ({err})") from None
     except Exception as err:  # noqa: BLE001 - a storage client's own error (no such bucket, no access)
@@ -82,13 +84,32 @@ def read_manifest(path: str | Path) -> Manifest:
     return Manifest(**{k: v for k, v in raw.items() if k in names})
 
 
+def allow_plain_http() -> None:
+    """Let litdata's obstore client reach an S3-compatible store on plain ``http://`` (``AWS_ENDPOINT_URL``).
+
+    litdata builds obstore's S3 client with client options (timeouts) but without ``allow_http``, and obstore
+    then refuses an ``http://`` endpoint with "builder error" (developmentseed/obstore#159): a MinIO inside a
+    cluster, or the local server of the tests. Added only when the configured endpoint is plain http.
+    """
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    if endpoint.startswith("http://"):
+        from litdata.streaming import downloader
+
+        options = getattr(downloader, "_OBSTORE_CLIENT_OPTIONS", None)
+        if isinstance(options, dict):
+            options["allow_http"] = "true"
+
+
 def _fetch(url: str, name: str) -> str:
     """A small file of a remote shard set, through litdata's own downloader (same credentials as the chunks)."""
     from litdata.streaming.downloader import get_downloader
 
+    allow_plain_http()
     folder = Path(tempfile.mkdtemp(prefix="mimsdk-manifest-"))
     local = folder / name
     get_downloader(url.rstrip("/"), str(folder), []).download_file(f"{url.rstrip('/')}/{name}", str(local))
+    if not local.is_file():  # litdata's downloader passes over a missing object in silence
+        raise DataError(f"{url.rstrip('/')}/{name}: not found; a shard set made by mimsdk shard has one")
     return local.read_text()
 
 
@@ -115,12 +136,16 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def check_chunks(folder: Path) -> dict[int, str]:
-    """Local chunk files that are missing or shorter than litdata's index says: chunk number -> the reason."""
+def check_chunks(folder: Path, count: int) -> dict[int, str]:
+    """Local chunk files that are missing or shorter than litdata's index says: chunk number -> the reason.
+    An index that does not hold the manifest's ``count`` samples is refused whole."""
     try:
         chunks = json.loads((folder / INDEX).read_text())["chunks"]
     except (OSError, ValueError, KeyError) as err:
         raise DataError(f"{folder / INDEX}: not a readable litdata index ({err})") from None
+    indexed = sum(chunk["chunk_size"] for chunk in chunks)
+    if indexed != count:
+        raise DataError(f"{folder}: {indexed} samples in {INDEX}, {count} in {MANIFEST}; the shard set is incomplete")
     bad = {}
     for number, chunk in enumerate(chunks):
         path = folder / chunk["filename"]
@@ -142,7 +167,7 @@ class ShardReader:
 
     def __init__(self, path: str | Path, manifest: Manifest) -> None:
         self.path, self.manifest, self.classes = str(path), manifest, list(manifest.classes)
-        self.bad = {} if is_url(path) else check_chunks(Path(path))
+        self.bad = {} if is_url(path) else check_chunks(Path(path), manifest.count)
         self._starts: list[int] | None = None
         self._dataset: Any = None
 
@@ -153,11 +178,10 @@ class ShardReader:
         if self._dataset is None:
             from litdata import StreamingDataset
 
-            dataset = StreamingDataset(self.path)
-            if len(dataset) != self.manifest.count:
-                count = self.manifest.count
-                raise DataError(f"{self.path}: {len(dataset)} samples in the shards, {count} in {MANIFEST}")
-            self._dataset = dataset
+            allow_plain_http()
+            # litdata reads LITDATA_CACHE_DIR when it is imported; read here, it also takes effect when set later.
+            # Its len() is this process's share under torchrun, but indexing reaches every sample, as we need.
+            self._dataset = StreamingDataset(self.path, cache_dir=os.environ.get("LITDATA_CACHE_DIR"))
         return self._dataset
 
     def chunk_of(self, index: int) -> int:
