@@ -29,6 +29,7 @@ from mimsdk.data import PreparedDataset, normalisation
 from mimsdk.errors import DataError
 from mimsdk.labels import label_files
 from mimsdk.registry import ADAPTERS
+from mimsdk.scan import FULL_CHECK_LIMIT, VerdictCache
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -55,13 +56,15 @@ def too_large(err: Exception) -> str:
     return f"too large to decode safely ({err})"
 
 
-def check_image(path: Path) -> str | None:
-    """None if Pillow decodes ``path`` completely, else the reason it cannot.
+def check_image(path: Path, decode: bool = True) -> str | None:
+    """None if Pillow decodes ``path`` completely (or, without ``decode``, reads its header), else the reason.
 
     The header is read first: a size over Pillow's limit is refused before any pixel is decoded.
     """
     try:
         with Image.open(path) as img:  # reads the header only; refuses a claimed size over the limit
+            if not decode:
+                return None
             img.load()  # decode every byte: a truncated JPEG fails here, not in verify()
             if img.mode == "F":  # a float TIFF: NaN or infinity would enter the model as is
                 values = np.asarray(img)
@@ -77,24 +80,22 @@ def check_image(path: Path) -> str | None:
     return None
 
 
-def _probe(path: Path) -> Path:
-    reason = check_image(path)
-    if reason:
-        raise DataError(f"{path}: {reason}")
-    return path
-
-
 def scan_folder(
     root: str | Path, labels_csv: str | Path | None = None, strict: bool = False
 ) -> tuple[list[Path], list[int], list[str]]:
     """Readable images under ``root`` with their labels (-1 when unlabelled) and the class names.
 
-    Every file is decoded once (:class:`~mimsdk.adapter.ScanPolicy`). Raises DataError for
-    a missing or empty folder, or (``strict``) any unreadable file.
+    Every file is decoded once, or on a folder of more than ``FULL_CHECK_LIMIT`` files its header is read
+    (:mod:`mimsdk.scan`); verdicts are cached by path, size and mtime. Raises DataError for a missing or
+    empty folder, or (``strict``) any unreadable file.
     """
     root = Path(root)
     files = POLICY.walk(root, "files; expected images (JPEG, PNG, ...)")
-    good = [path for path, _ in POLICY.check(root, files, _probe, strict)]
+    decode = len(files) <= FULL_CHECK_LIMIT
+    verdicts = VerdictCache(root, "images-full" if decode else "images-header")
+    reasons = verdicts.check(files, lambda path: check_image(path, decode), POLICY.threads)
+    problems = [f"{path}: {reason}" if reason else None for path, reason in zip(files, reasons)]
+    good = [files[i] for i in POLICY.settle(root, problems, strict)]
     labels, classes = label_files(good, root, labels_csv)
     return good, labels, classes
 

@@ -154,8 +154,9 @@ class Adapter:
             self._scans[key] = read_manifest(path)
         return self._scans[key]
 
-    def shard_reader(self, path: str | Path, data: DataConfig, model: ModelConfig, opts: Any) -> ShardReader:
-        """The shard set at ``path``, checked against what this recipe would store."""
+    def shard_reader(self, path: str | Path, data: DataConfig, model: ModelConfig, opts: Any) -> Prepared:
+        """The shard set at ``path``, checked against what this recipe would store; an adapter with several
+        items per stored sample (video: ``clips_per_video`` windows) wraps it here."""
         manifest = self.shard_manifest(path)
         check_preparation(manifest, self.preparation(data, model, opts), self.name, self.version, str(path))
         return ShardReader(path, manifest)

@@ -41,7 +41,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_shard(args: argparse.Namespace) -> None:
     from mimsdk.sharding import shard
 
-    out = shard(args.recipe, data=args.data, out=args.out, workers=args.workers, overrides=args.overrides)
+    out = shard(
+        args.recipe, data=args.data, out=args.out, workers=args.workers, compression=args.compression,
+        overrides=args.overrides,
+    )  # fmt: skip
     print(f"wrote the shard set {out}: train on it with mimsdk pretrain {args.recipe} --data {out}")
 
 
@@ -222,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="the folder to shard (default: the recipe's data.path, else the shipped sample)")
     p.add_argument("--out", required=True, help="the shard set's folder (new)")
     p.add_argument("--workers", type=int, help="preparing processes (default: data.num_workers)")
+    p.add_argument("--compression", choices=["zstd"], help="compress the shards (decoded frames and volumes)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. data.batch_size=8")
     p.set_defaults(func=cmd_shard)
 

@@ -1,9 +1,18 @@
 """How an adapter finds its files before training: walk the folder, probe each unit once in threads, warn once
-per unusable one, summarise, and stop in strict mode or when nothing is usable (:class:`ScanPolicy`)."""
+per unusable one, summarise, and stop in strict mode or when nothing is usable (:class:`ScanPolicy`).
+
+On a big folder (more than :data:`FULL_CHECK_LIMIT` files) an adapter checks headers only before training
+(decoding 10^5 files first would hold step one for minutes); a file that fails later, when read, is named once
+and replaced (:class:`~mimsdk.data.SampleDataset`). :class:`VerdictCache` keeps each file's verdict on disk by
+path, size and modification time, so a folder scanned before is probed again only where files changed.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +27,70 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 U = TypeVar("U")
+
+FULL_CHECK_LIMIT = 5000  # files: up to this many, each is decoded whole before training; beyond, headers only
+
+
+def cache_root() -> Path:
+    """Where mimsdk keeps what it may recompute: ``$MIMSDK_CACHE``, else ``~/.cache/mimsdk``."""
+    return Path(os.environ.get("MIMSDK_CACHE") or Path.home() / ".cache" / "mimsdk")
+
+
+class VerdictCache:
+    """The verdicts of earlier scans of ``root`` (None: usable, else the reason), by path, size and mtime.
+
+    ``kind`` names what a verdict means (e.g. "images-header" or "images-full"), so a header check never stands
+    in for a full one. The file is rewritten whole (to a temporary name, then renamed); an unreadable or
+    stale cache is simply a miss.
+    """
+
+    def __init__(self, root: Path, kind: str) -> None:
+        key = hashlib.sha256(f"{Path(root).resolve()}\0{kind}".encode("utf-8", "surrogateescape")).hexdigest()[:24]
+        self.file = cache_root() / "scans" / f"{key}.json"
+        try:
+            self.saved: dict[str, list] = json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            self.saved = {}
+        self.seen: dict[str, list] = {}
+
+    @staticmethod
+    def _stamp(path: Path) -> list[int]:
+        stat = path.stat()
+        return [stat.st_size, stat.st_mtime_ns]
+
+    def check(self, paths: Sequence[Path], probe: Callable[[Path], str | None], threads: int) -> list[str | None]:
+        """``probe(path)`` (None or the reason) for each path not seen unchanged before; the others' saved verdicts."""
+        names = [os.fsdecode(p) for p in paths]
+        stamps: list[list[int] | None] = []
+        for path in paths:
+            try:
+                stamps.append(self._stamp(path))
+            except OSError:
+                stamps.append(None)
+        todo = [i for i, (n, st) in enumerate(zip(names, stamps)) if st is None or self.saved.get(n, [None])[:2] != st]
+        fresh = dict(zip(todo, _map(probe, [paths[i] for i in todo], threads)))
+        verdicts = [fresh[i] if i in fresh else self.saved[names[i]][2] for i in range(len(paths))]
+        self.seen = {n: [*st, v] for n, st, v in zip(names, stamps, verdicts) if st is not None}
+        if todo:
+            self._save()
+        return verdicts
+
+    def _save(self) -> None:
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.file.with_name(f".{self.file.name}.{os.getpid()}")
+            temporary.write_text(json.dumps(self.seen))
+            os.replace(temporary, self.file)
+        except OSError as err:  # a cache is a convenience: a read-only home must not stop a run
+            log.info("scan cache not written (%s)", err)
+
+
+def _map(function: Callable[[T], U], items: Sequence[T], threads: int) -> list[U]:
+    """``function`` over ``items`` in ``threads`` threads (in order)."""
+    if threads > 1 and len(items) > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(function, items))
+    return [function(item) for item in items]
 
 
 @dataclass(frozen=True)
@@ -78,10 +151,7 @@ class ScanPolicy:
             except Exception as err:  # noqa: BLE001 - a reading library's own error the probe did not name
                 return DataError(failure_reason(err, str(unit[0] if isinstance(unit, tuple) else unit)))
 
-        if self.threads > 1 and len(units) > 1:
-            with ThreadPoolExecutor(max_workers=self.threads) as pool:
-                return list(pool.map(attempt, units))
-        return [attempt(u) for u in units]
+        return _map(attempt, units, self.threads)
 
     def settle(self, root: Path, problems: Sequence[str | None], strict: bool) -> list[int]:
         """The scan policy: indices of the usable units (``problems[i]`` None), after reporting the rest.

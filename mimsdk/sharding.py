@@ -46,6 +46,7 @@ def shard(
     *,
     workers: int | None = None,
     chunk_bytes: str = "64MB",
+    compression: str | None = None,
     overrides: list[str] | None = None,
     **fields: Any,
 ) -> Path:
@@ -54,6 +55,8 @@ def shard(
     Args:
         workers: preparing processes (default: ``data.num_workers``, at least 1).
         chunk_bytes: the size of each shard file (litdata's ``chunk_bytes``, e.g. "64MB").
+        compression: litdata's chunk compression, "zstd" or None: worth it for decoded pixels (video frames,
+            volumes), not for images kept as JPEG or PNG bytes.
 
     Returns the shard set's folder, written whole or not at all.
     """
@@ -74,4 +77,5 @@ def shard(
         source=Path(path).name,
     )
     count = workers or max(1, cfg.data.num_workers)
-    return write_shards(PrepareOrSkip(prepared, cfg.data.strict), len(prepared), out, manifest, count, chunk_bytes)
+    prepare = PrepareOrSkip(prepared, cfg.data.strict)
+    return write_shards(prepare, len(prepared), out, manifest, count, chunk_bytes, compression)

@@ -216,10 +216,12 @@ def write_shards(
     manifest: Manifest,
     workers: int = 1,
     chunk_bytes: str = "64MB",
+    compression: str | None = None,
 ) -> Path:
     """Prepare samples ``0..count-1`` with ``prepare`` in ``workers`` processes and write them, in order, as a
     shard set at ``out`` (a new local folder, written whole or not at all). ``prepare`` returns None for a
     sample it leaves out (a bad file, already named); the manifest's count is the samples written.
+    ``compression``: litdata's ("zstd"), for samples that are raw pixels (decoded frames, volumes).
     """
     from litdata import optimize
 
@@ -227,7 +229,7 @@ def write_shards(
     with atomic_dir(out) as staging:
         optimize(
             fn=prepare, inputs=list(range(count)), output_dir=str(staging), num_workers=max(1, workers),
-            chunk_bytes=chunk_bytes, keep_data_ordered=True, mode="overwrite", verbose=True,
+            chunk_bytes=chunk_bytes, compression=compression, keep_data_ordered=True, mode="overwrite", verbose=True,
             start_method="fork" if os.name == "posix" else None,
         )  # fmt: skip
         written = sum(chunk["chunk_size"] for chunk in json.loads((staging / INDEX).read_text())["chunks"])

@@ -1,3 +1,5 @@
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,8 @@ SHARED = REPO.parent / "shared" / "data"
 CIFAR = SHARED / "images" / "cifar10"
 
 torch.set_num_threads(2)
+# Scan verdicts (mimsdk.scan.VerdictCache) go to a folder of this session, not the user's ~/.cache.
+os.environ.setdefault("MIMSDK_CACHE", tempfile.mkdtemp(prefix="mimsdk-test-cache-"))
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 import shutil
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,3 +89,43 @@ def test_picture_has_three_columns(tmp_path, cifar):
     with torch.no_grad():
         picture = adapter.picture(model.reconstruct(x, generator=torch.Generator().manual_seed(0)), model.config)
     assert picture.width > 3 * 96 and picture.height > 3 * 96
+
+
+def copy_images(cifar: Path, root: Path, count: int) -> list[Path]:
+    root.mkdir(parents=True)
+    return [Path(shutil.copy(src, root / src.name)) for src in sorted((cifar / "test" / "cat").glob("*"))[:count]]
+
+
+def test_scans_are_cached_by_path_size_and_mtime(tmp_path, cifar, monkeypatch):
+    import mimsdk.adapters.images as images
+
+    monkeypatch.setenv("MIMSDK_CACHE", str(tmp_path / "cache"))
+    files = copy_images(cifar, tmp_path / "imgs", 6)
+    probed = []
+    check = images.check_image
+    monkeypatch.setattr(images, "check_image", lambda path, decode=True: probed.append(path) or check(path, decode))
+    images.scan_folder(tmp_path / "imgs")
+    assert sorted(probed) == files
+    probed.clear()
+    images.scan_folder(tmp_path / "imgs")  # a new run: nothing changed, nothing probed
+    assert probed == []
+    files[2].write_bytes(files[2].read_bytes()[:-50])  # changed (and truncated): probed again, and refused
+    with pytest.warns(UserWarning, match=f"{files[2].name}: cannot be decoded"):
+        good, _, _ = images.scan_folder(tmp_path / "imgs")
+    assert probed == [files[2]] and files[2] not in good
+
+
+def test_a_big_folder_is_checked_by_headers_and_a_bad_file_is_skipped_when_read(tmp_path, cifar, monkeypatch):
+    import mimsdk.adapters.images as images
+
+    monkeypatch.setattr(images, "FULL_CHECK_LIMIT", 4)  # as if 6 files were 100,000
+    files = copy_images(cifar, tmp_path / "imgs", 6)
+    files[3].write_bytes(files[3].read_bytes()[:-50])  # a whole header, truncated pixels
+    decoded = []
+    load = images.Image.Image.load
+    monkeypatch.setattr(images.Image.Image, "load", lambda img: decoded.append(1) or load(img))
+    ds = get_adapter("images").dataset(tmp_path / "imgs", DataConfig(), MODEL, train=False)
+    assert len(ds) == 6 and not decoded  # headers only before training
+    with pytest.warns(UserWarning, match=f"skipping {files[3]}: cannot be decoded"):
+        x, _ = ds[3]
+    assert torch.equal(x, ds[4][0]) and ds.skipped == 1  # replaced by the next good one

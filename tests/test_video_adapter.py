@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from mimsdk import ConfigError, DataConfig, DataError, ModelConfig, create_model, pretrain
-from mimsdk.adapters.video import VideoAdapter, clip_span, read_frames, save_gif, scan_videos, video_options
+from mimsdk.adapters.video import VideoAdapter, read_frames, save_gif, scan_videos, stored_count, video_options
 from mimsdk.data import SeededDataset
 
 VIDEO = SHARED / "video"
@@ -83,7 +83,7 @@ def test_evaluation_clip_is_centred_with_the_stride_and_frames_are_exact(video, 
     ds = VideoAdapter().dataset(path, data(stride=4, short_side=None), MODEL, train=False)
     available = len(VideoReader(str(path), ctx=cpu(0)))
     indices = ds.indices(0)
-    start = (available - clip_span(8, 4)) // 2
+    start = (stored_count(available, 4) - 8) // 2 * 4  # centred on the stored frames 0, 4, 8, ...
     assert indices == list(range(start, start + 29, 4))  # 8 frames, 4 apart, centred
     clip, label = ds[0]
     assert clip.shape == (3, 8, 32, 32) and clip.dtype == torch.float32 and label == -1
@@ -116,13 +116,13 @@ def test_training_windows_are_random_in_range_and_seeded(video):
 
 def test_evaluation_clips_per_video_are_evenly_spaced(video):
     ds = VideoAdapter().dataset(AVI, data(stride=2, clips_per_video=3), MODEL, train=False)
-    room = 164 - clip_span(8, 2)
-    assert [ds.indices(i)[0] for i in range(3)] == [0, round(room / 2), room]
+    room = stored_count(164, 2) - 8  # in stored frames, 2 source frames apart
+    assert [ds.indices(i)[0] for i in range(3)] == [0, 2 * round(room / 2), 2 * room]
 
 
 @pytest.mark.parametrize(
     ("policy", "expected"),
-    [("loop", [0, 16, 32, 48, 64, 80, 96, 112 % 103]), ("pad", [0, 16, 32, 48, 64, 80, 96, 102])],
+    [("loop", [0, 16, 32, 48, 64, 80, 96, 0]), ("pad", [0, 16, 32, 48, 64, 80, 96, 96])],  # frames at the stride
 )
 def test_short_clip_policy_is_applied_and_named_once(video, policy, expected):
     adapter = VideoAdapter()

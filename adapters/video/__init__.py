@@ -6,16 +6,23 @@ as a tensor C×T×H×W. Tokens are tubelets (``model.patch_size``, e.g. 2×16×1
 core's ``tube`` masker hides the same places in every time step; nothing here is
 specific to the model beyond the shape it expects.
 
-Every file is opened once before training: its container is checked against its own
+The preparation is in two halves (:mod:`~mimsdk.adapters.video.stored`), so a folder and the shard set
+``mimsdk shard`` makes of it train alike: the stored half keeps every ``stride``-th frame of a video decoded at
+the training resolution (``short_side``), uint8, with its fps and source; the finish takes a window of
+consecutive stored frames (a random start in training) and crops, flips and normalises it. A shard set
+records ``short_side`` and ``stride``; a recipe that asks for others is refused, naming the key.
+
+Before training every file is looked at once. In a folder of up to
+:data:`~mimsdk.adapters.video.scan.FULL_CHECK_UP_TO` videos its container is checked against its own
 sizes (a truncated AVI, MP4 or MKV), its header read (frame size, at most
 :data:`MAX_FRAME_PIXELS`), then frame count, fps and the first and last frame decoded
-the way training decodes them. An empty, truncated, corrupt, frameless or audio-only
-file, or one whose frames decord cannot convert to RGB (some tiny sizes, 8×8), is named
-in one warning and skipped, or in ``strict`` mode stops the run. A file that fails
+the way training decodes them; a bigger folder has its headers read only. An empty, truncated, corrupt,
+frameless or audio-only file, or one whose frames decord cannot convert to RGB (some tiny sizes, 8×8), is
+named in one warning and skipped, or in ``strict`` mode stops the run. A file that fails
 only later, while training reads it, is named once and replaced
 (:class:`~mimsdk.data.SampleDataset`). A clip shorter than the span a sample
 needs follows ``data.options.short_clip``: ``loop`` (play again from the start),
-``pad`` (repeat the last frame) or ``error`` (the file counts as unusable); each
+``pad`` (repeat the last frame taken at the stride) or ``error`` (the file counts as unusable); each
 short file is named once with the frames it has and the frames it needs.
 
 Recipe keys of this adapter live under ``data.options`` (:class:`VideoOptions`); ``stride`` and
@@ -35,22 +42,31 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from mimsdk.adapter import Adapter
-from mimsdk.adapters.video.clips import clip_indices, clip_span
+from mimsdk.adapters.video.clips import clip_indices, clip_span, stored_count
 from mimsdk.adapters.video.containers import container_problem
 from mimsdk.adapters.video.dataset import VideoDataset
 from mimsdk.adapters.video.options import VideoOptions, check_video_options
 from mimsdk.adapters.video.pictures import picture, save_gif
-from mimsdk.adapters.video.reading import MAX_FRAME_PIXELS, VideoInfo, decode_size, probe_video, read_frames
-from mimsdk.adapters.video.scan import POLICY, Scan, scan_videos
+from mimsdk.adapters.video.reading import (
+    MAX_FRAME_PIXELS,
+    VideoInfo,
+    decode_size,
+    probe_header,
+    probe_video,
+    read_frames,
+)
+from mimsdk.adapters.video.scan import FULL_CHECK_UP_TO, POLICY, Scan, scan_videos
+from mimsdk.adapters.video.stored import MAX_STORED_BYTES, FileFrames, FinishClip, VideoFiles, Windows
 from mimsdk.config import DataConfig, ModelConfig
-from mimsdk.data import normalisation
+from mimsdk.data import Prepared, normalisation
 from mimsdk.errors import DataError
 from mimsdk.registry import ADAPTERS
 
 __all__ = [
-    "MAX_FRAME_PIXELS", "Scan", "VideoAdapter", "VideoDataset", "VideoInfo", "VideoOptions", "check_video_options",
-    "clip_indices", "clip_span", "container_problem", "decode_size", "probe_video", "read_frames", "save_gif",
-    "scan_videos", "video_options",
+    "FULL_CHECK_UP_TO", "MAX_FRAME_PIXELS", "MAX_STORED_BYTES", "FileFrames", "FinishClip", "Scan", "VideoAdapter",
+    "VideoDataset", "VideoFiles", "VideoInfo", "VideoOptions", "Windows", "check_video_options", "clip_indices",
+    "clip_span", "container_problem", "decode_size", "probe_header", "probe_video", "read_frames", "save_gif",
+    "scan_videos", "stored_count", "video_options",
 ]  # fmt: skip
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -100,9 +116,28 @@ class VideoAdapter(Adapter):
         return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
     def build(self, path: Path, data: DataConfig, model: ModelConfig, opts: VideoOptions, train: bool) -> VideoDataset:
+        return VideoDataset(self.prepared(path, data, model, opts), self.finish(data, model, opts, train))
+
+    # -- shard sets: the stored half and the finish (mimsdk.adapters.video.stored) --------------------
+
+    def prepared(
+        self, path: Path, data: DataConfig, model: ModelConfig, opts: VideoOptions, verify: bool = False
+    ) -> VideoFiles:
+        """One stored sample per usable video at ``path``: every ``stride``-th frame at the training resolution."""
         self._check(data, model)
-        scan = self.scan(path, data, model, opts)
-        return VideoDataset(scan, model.input_size[0], opts, self.transform(data, model, train), train)
+        return VideoFiles(self.scan(path, data, model, opts), Path(path), opts, verify)
+
+    def finish(self, data: DataConfig, model: ModelConfig, opts: VideoOptions, train: bool) -> FinishClip:
+        return FinishClip(self.transform(data, model, train), model.input_size[0], opts, train)
+
+    def preparation(self, data: DataConfig, model: ModelConfig, opts: VideoOptions) -> dict[str, Any]:
+        # What the stored frames depend on. Not the clip's frames nor short_clip: a window and its policy are
+        # the finish's, so one shard set serves 8- and 16-frame recipes alike.
+        return {"short_side": opts.short_side, "stride": opts.stride}
+
+    def shard_reader(self, path: str | Path, data: DataConfig, model: ModelConfig, opts: VideoOptions) -> Prepared:
+        """The shard set's videos, checked, as ``clips_per_video`` items each (the folder's mapping)."""
+        return Windows(super().shard_reader(path, data, model, opts), opts.clips_per_video)
 
     def describe(self, data: DataConfig, model: ModelConfig, opts: VideoOptions) -> dict[str, Any]:
         mean, std = self._check(data, model)

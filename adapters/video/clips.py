@@ -5,6 +5,11 @@ from __future__ import annotations
 import torch
 
 
+def stored_count(available: int, stride: int) -> int:
+    """Frames kept of a source of ``available`` frames when every ``stride``-th is stored (0, stride, ...)."""
+    return -(-available // stride)
+
+
 def clip_span(frames: int, stride: int) -> int:
     """Frames of the source a clip of ``frames`` frames, ``stride`` apart, covers."""
     return (frames - 1) * stride + 1

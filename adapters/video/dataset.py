@@ -1,52 +1,47 @@
-"""The dataset of clips: ``clips_per_video`` items per file, one crop and flip for all of a clip's frames."""
+"""The dataset of clips from a folder: ``clips_per_video`` items per file, made in the two halves a shard set
+is made of (:mod:`mimsdk.adapters.video.stored`), with what the scan learnt of each file at hand."""
 
 from __future__ import annotations
 
-import torch
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from mimsdk.adapters.video.clips import clip_indices
-from mimsdk.adapters.video.options import VideoOptions
-from mimsdk.adapters.video.reading import decode_size, read_frames
-from mimsdk.adapters.video.scan import Scan
-from mimsdk.data import SampleDataset
+from mimsdk.adapters.video.reading import VideoInfo
+from mimsdk.adapters.video.stored import FinishClip, VideoFiles, Windows
+from mimsdk.data import PreparedDataset
 
 
-class VideoDataset(SampleDataset):
-    """Videos -> (clip C×T×H×W float32 normalised, label); ``clips_per_video`` items per file.
+class VideoDataset(PreparedDataset):
+    """Videos of a folder -> (clip C×T×H×W float32 normalised, label); ``clips_per_video`` items per file.
 
+    Item ``i`` is window ``i // N`` of video ``i % N`` (:class:`~mimsdk.adapters.video.stored.Windows`).
     A file that fails when read is named once and its clips replaced by the next good ones.
-
-    Item ``i`` is clip ``i // N`` of video ``i % N``: the first N items are N different
-    videos (what reconstruction pictures show).
-
-    Random choices (start frame, crop, flip) come from torch's global generator,
-    which :class:`~mimsdk.data.SeededDataset` seeds per item: exact resume holds.
+    Random choices (window, crop, flip) come from torch's global generator, which
+    :class:`~mimsdk.data.SeededDataset` seeds per item: exact resume holds.
     """
 
-    def __init__(self, scan: Scan, frames: int, options: VideoOptions, transform: v2.Compose, train: bool) -> None:
-        self.videos, self.labels, self.classes = scan.videos, scan.labels, scan.classes
-        self.frames, self.options, self.transform, self.train = frames, options, transform, train
+    prepared: Windows
+    finish: FinishClip
 
-    def __len__(self) -> int:
-        return len(self.videos) * self.options.clips_per_video
+    def __init__(self, files: VideoFiles, finish: FinishClip) -> None:
+        super().__init__(Windows(files, finish.options.clips_per_video), finish)
+        self.files = files
+
+    @property
+    def videos(self) -> list[VideoInfo]:
+        """What the scan learnt of each usable file, in item order modulo their count."""
+        return self.files.videos
+
+    @property
+    def labels(self) -> list[int]:
+        return self.files.labels
+
+    @property
+    def transform(self) -> v2.Compose:
+        """The crop, flip and normalisation of a window's frames (T×3×H×W uint8 -> float32)."""
+        return self.finish.transform
 
     def indices(self, index: int) -> list[int]:
         """Source frames of item ``index`` (random in training: call under the item's seed)."""
-        clip, video = divmod(index, len(self.videos))
-        o = self.options
-        return clip_indices(
-            self.videos[video].frames, self.frames, o.stride, o.short_clip, self.train, clip, o.clips_per_video
-        )
-
-    def source(self, index: int) -> str:
-        return str(self.videos[index % len(self.videos)].path)
-
-    def load(self, index: int) -> tuple[torch.Tensor, int]:
-        video = index % len(self.videos)
-        info = self.videos[video]
-        size = decode_size(info, self.options.short_side)
-        frames = read_frames(info.path, self.indices(index), self.options.threads, size)
-        clip = self.transform(tv_tensors.Video(frames.permute(0, 3, 1, 2)))  # T×3×H×W: one crop and flip for all
-        return clip.permute(1, 0, 2, 3).contiguous().as_subclass(torch.Tensor), self.labels[video]
+        sample = self.prepared[index]
+        positions = self.finish.positions(len(sample["frames"]), sample["clip"])
+        return [p * self.files.options.stride for p in positions]
