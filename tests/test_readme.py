@@ -107,3 +107,13 @@ def test_readme_fine_tune_commands_run_as_printed(section, checkout, capsys):
         assert main(shlex.split(line, comments=True)[1:]) == 0, line
     out = checkout / shlex.split(commands[1], comments=True)[-1]
     assert (out / "README.md").is_file() and "how to load it" in capsys.readouterr().out
+
+
+def test_readme_corpus_commands_run_as_printed(checkout, capsys):
+    commands = [line for line in shell_commands(README, "pre-training-on-a-corpus") if "your bucket" not in line]
+    assert len(commands) == 5 and commands[0].startswith("mimsdk shard"), commands
+    for line in commands:
+        assert main(shlex.split(line, comments=True)[1:]) == 0, line
+    said = capsys.readouterr().out
+    assert "wrote the shard set shards/cifar" in said and "finished 6 steps" in said and "per worker" in said
+    assert "resumed run finished at step 9" in said
