@@ -117,7 +117,7 @@ class Adapter:
         """
         opts = self.options(data, model)
         if is_shard_set(path):
-            dataset = PreparedDataset(self.shard_reader(path, data, model, opts), self.finish(data, model, opts, train))
+            dataset = self.from_shards(path, data, model, opts, train)
         else:
             dataset = self.build(Path(path), data, model, opts, train)
         if isinstance(dataset, SampleDataset):
@@ -146,6 +146,11 @@ class Adapter:
     def shard_facts(self, prepared: Prepared, data: DataConfig, model: ModelConfig, opts: Any) -> dict[str, Any]:
         """Facts over the whole set that training needs and a shard cannot hold (per-band statistics)."""
         return {}
+
+    def from_shards(self, path: str | Path, data: DataConfig, model: ModelConfig, opts: Any, train: bool) -> Any:
+        """The dataset of a shard set: its samples, finished; an adapter whose items are not one per stored
+        sample (satellite chips cut into tiles) overrides it."""
+        return PreparedDataset(self.shard_reader(path, data, model, opts), self.finish(data, model, opts, train))
 
     def shard_manifest(self, path: str | Path) -> Manifest:
         """The manifest of the shard set at ``path``, read once per adapter."""

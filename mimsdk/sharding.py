@@ -28,7 +28,7 @@ class PrepareOrSkip:
 
     def __call__(self, index: int) -> dict[str, Any] | None:
         try:
-            return self.prepared[index]
+            sample = self.prepared[index]
         except PROGRAM_ERRORS:
             raise
         except Exception as err:  # noqa: BLE001 - any reading failure is this sample's, named below
@@ -37,6 +37,12 @@ class PrepareOrSkip:
                 raise DataError(f"{reason} (strict mode: a bad sample stops the sharding)") from None
             warnings.warn(f"left out of the shards: {reason}", stacklevel=2)
             return None
+        for key, value in sample.items():
+            # litdata stores a string that names an existing media file as that file's bytes
+            if isinstance(value, str) and Path(value).is_file():
+                raise TypeError(f"the stored sample's {key!r} is a path string, which litdata would replace by "
+                                "the file's content; store it as bytes")  # fmt: skip
+        return sample
 
 
 def shard(

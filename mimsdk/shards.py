@@ -181,7 +181,9 @@ class ShardReader:
             allow_plain_http()
             # litdata reads LITDATA_CACHE_DIR when it is imported; read here, it also takes effect when set later.
             # Its len() is this process's share under torchrun, but indexing reaches every sample, as we need.
-            self._dataset = StreamingDataset(self.path, cache_dir=os.environ.get("LITDATA_CACHE_DIR"))
+            # batch_decode=0: mimsdk reads by index in its own random order, so litdata's decode window (the
+            # neighbours decoded ahead, for a sequential reader) would be work thrown away at every sample.
+            self._dataset = StreamingDataset(self.path, cache_dir=os.environ.get("LITDATA_CACHE_DIR"), batch_decode=0)
         return self._dataset
 
     def chunk_of(self, index: int) -> int:

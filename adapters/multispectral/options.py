@@ -28,6 +28,10 @@ class MultispectralOptions:
     # Largest scene grid (height × width) a header may claim: 2**28 holds a whole Sentinel-2 tile (10980² at
     # 10 m) twice over; a larger claim (a sparse 100000² GeoTIFF) is refused before anything is read.
     max_pixels: int = 1 << 28
+    # A scene at least twice this many pixels high (wide) is cut into chips this high (wide), the last taking the
+    # rest: the unit a shard stores and training draws windows from. 512² × 13 bands of uint16 is 6.8 MB, well
+    # inside a 64 MB shard; EuroSAT (64²), BigEarthNet (120²) and SSL4EO (264²) scenes stay whole.
+    chip_size: int = 512
 
 
 def check_multispectral_options(opts: MultispectralOptions) -> MultispectralOptions:
@@ -38,6 +42,8 @@ def check_multispectral_options(opts: MultispectralOptions) -> MultispectralOpti
         raise ConfigError(f"data.options.{key}: unknown band {unknown[0]!r}; known bands: {', '.join(BANDS)}")
     if opts.max_pixels < 1:
         raise ConfigError(f"data.options.max_pixels must be at least 1, got {opts.max_pixels}")
+    if opts.chip_size < 1:
+        raise ConfigError(f"data.options.chip_size must be at least 1, got {opts.chip_size}")
     if opts.tiles_per_scene < 1:
         raise ConfigError(f"data.options.tiles_per_scene must be at least 1, got {opts.tiles_per_scene}")
     return opts

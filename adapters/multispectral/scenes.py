@@ -22,6 +22,13 @@ from mimsdk.labels import label_files
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 POLICY = ScanPolicy(unit="scenes")
+# Scenes above which the check before training reads headers only (no pixel): at ~5 ms a last-block decode,
+# 2,000 scenes cost ~10 s on one core, about what a user waits for without a progress bar; a corpus of 10^6
+# would cost an hour. A file that then fails to decode is skipped when read (SampleDataset), named once.
+BIG_FOLDER = 2000
+# Stored pixels keep the files' integer type when it is at most this wide (EuroSAT's uint16 reflectances: half
+# the bytes of float32, exactly); wider integers and floats are stored as float32, the type training reads.
+COMPACT_BYTES = 2
 
 
 @dataclass
@@ -67,14 +74,19 @@ def crs_kind(crs: Any) -> str:
     return f"projected ({crs.linear_units or 'unknown units'})"
 
 
-def check_header(ds: Any, path: Path, opts: MultispectralOptions, indexes: list[int]) -> None:
+def check_header(
+    ds: Any, path: Path, opts: MultispectralOptions, indexes: list[int], headers_only: bool = False
+) -> None:
     """What the header allows before the statistics pass reads every block: a grid of at most ``max_pixels``,
-    and a last pixel that can be read (a truncated file loses its last blocks first)."""
+    and (unless ``headers_only``: a big folder) a last pixel that can be read (a truncated file loses its last
+    blocks first)."""
     if ds.width * ds.height > opts.max_pixels:
         raise DataError(
             f"{path}: its header claims {ds.width}×{ds.height} pixels ({ds.width * ds.height:,}), more than "
             f"data.options.max_pixels={opts.max_pixels:,}; not read (raise data.options.max_pixels to use it)"
         )
+    if headers_only:
+        return
     try:
         ds.read(indexes, window=Window(ds.width - 1, ds.height - 1, 1, 1))
     except RasterioError as err:
@@ -102,14 +114,14 @@ def band_names(ds: Any, path: Path, opts: MultispectralOptions, bands: list[str]
     )
 
 
-def open_stack(path: Path, opts: MultispectralOptions, bands: list[str]) -> Scene:
+def open_stack(path: Path, opts: MultispectralOptions, bands: list[str], headers_only: bool = False) -> Scene:
     """A one-date scene of a stack file's ``bands``; DataError if unusable."""
     try:
         with readable_path(path) as name, rasterio.open(name) as ds:
             names = band_names(ds, path, opts, bands)
             picked = pick_bands(names, bands, opts.select_bands, str(path))
             source = Source(path, [i + 1 for i in picked], list(range(len(bands))), 1.0)
-            check_header(ds, path, opts, source.indexes)
+            check_header(ds, path, opts, source.indexes, headers_only)
             dtype = ds.dtypes[picked[0]]
             return Scene(path, [[source]], ds.height, ds.width, ds.res[0], ds.crs, ds.transform, dtype=dtype)
     except RasterioError as err:
@@ -117,7 +129,11 @@ def open_stack(path: Path, opts: MultispectralOptions, bands: list[str]) -> Scen
 
 
 def band_file_scene(
-    folder: Path, files: list[Path], bands: list[str], opts: MultispectralOptions | None = None
+    folder: Path,
+    files: list[Path],
+    bands: list[str],
+    opts: MultispectralOptions | None = None,
+    headers_only: bool = False,
 ) -> Scene:
     """A scene from one single-band file per band, named ``*_<band>.tif``; the finest file sets the grid."""
     by_band = {b: f for b in bands for f in files if f.stem.upper().endswith("_" + b)}
@@ -131,11 +147,12 @@ def band_file_scene(
             with readable_path(by_band[band]) as name, rasterio.open(name) as ds:
                 if ds.count != 1:
                     raise DataError(f"{by_band[band]} has {ds.count} bands; a band file holds one ({band})")
-                check_header(ds, by_band[band], opts, [1])
+                check_header(ds, by_band[band], opts, [1], headers_only)
                 grids[band] = (ds.width, ds.height, ds.res[0], ds.crs, ds.transform, ds.dtypes[0])
         except RasterioError as err:
             raise DataError(f"{by_band[band]}: {unreadable(err)}") from err
-    width, height, res, crs, transform, dtype = max(grids.values(), key=lambda g: g[0])
+    width, height, res, crs, transform, _ = max(grids.values(), key=lambda g: g[0])
+    dtype = np.result_type(*[g[5] for g in grids.values()]).name  # one type holds every band's values
     sources = [Source(by_band[b], [1], [i], grids[b][0] / width) for i, b in enumerate(bands)]
     return Scene(folder, [sources], height, width, res, crs, transform, dtype=dtype)
 
@@ -154,7 +171,7 @@ def find_scenes(
     unreadable, a header over ``max_pixels``, a last pixel that cannot be read (truncated), smaller than the
     ``tile`` (height, width), or a CRS of another kind than most scenes' (degrees among metres). A scene whose
     data type differs from most scenes' is named in a warning (an error with ``strict``) and kept: the
-    statistics pass judges its values.
+    statistics pass judges its values. Above :data:`BIG_FOLDER` scenes, headers only are read (no last pixel).
     """
     files = POLICY.walk(root, "GeoTIFF (.tif, .tiff) files", lambda p: p.suffix.lower() in TIFF_SUFFIXES)
     if opts.layout == "stack":
@@ -164,20 +181,22 @@ def find_scenes(
         for f in files:
             folders.setdefault(f.parent, []).append(f)
         groups = sorted(folders.items())
+    headers_only = len(groups) > BIG_FOLDER
 
     def probe(group: tuple[Path, list[Path]]) -> Scene:
         key, members = group
         if opts.layout == "band_files":
-            scene = band_file_scene(key, members, bands, opts)
+            scene = band_file_scene(key, members, bands, opts, headers_only)
         else:
             if opts.layout == "series" and len(members) < frames:
                 raise DataError(f"{key} holds {len(members)} dates (GeoTIFFs); model.input_size asks for {frames}")
-            dates = [open_stack(f, opts, bands) for f in members[:frames]]
+            dates = [open_stack(f, opts, bands, headers_only) for f in members[:frames]]
             sizes = {(d.height, d.width) for d in dates}
             if len(sizes) > 1:
                 raise DataError(f"{key}: its dates differ in size {sorted(sizes)}; a series needs one grid")
             scene = dates[0]
             scene.path, scene.dates = key, [d.dates[0] for d in dates]
+            scene.dtype = np.result_type(*[d.dtype for d in dates]).name
         if tile is not None and (scene.height < tile[0] or scene.width < tile[1]):
             raise DataError(
                 f"{key}: {scene.height}×{scene.width} pixels, smaller than the {tile[0]}×{tile[1]} tile "
@@ -210,12 +229,25 @@ def find_scenes(
     return kept
 
 
-def read_window(scene: Scene, window: Window, nodata: float | None = None) -> np.ndarray:
-    """Pixels of ``window`` (on the scene's grid) of every band and date: T×C×h×w float32, NaN where no data
-    (nodata, and any value that is not finite)."""
+def stored_dtype(scene: Scene) -> np.dtype:
+    """The type a scene's pixels are stored in: its integer type up to :data:`COMPACT_BYTES` wide when no band
+    is resampled (exact), else float32 (what a resampled band, a float or a wider integer is read as today)."""
+    dtype = np.dtype(scene.dtype or "float32")
+    resampled = any(src.scale != 1.0 for sources in scene.dates for src in sources)
+    if dtype.kind in "ui" and dtype.itemsize <= COMPACT_BYTES and not resampled:
+        return dtype
+    return np.dtype("float32")
+
+
+def read_stored(scene: Scene, window: Window, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of ``window`` (on the scene's grid) of every band and date as stored (T×C×h×w, in
+    :func:`stored_dtype`) and where they are data (T×C×h×w bool: not the file's nodata or mask, not ``nodata``,
+    finite). A float array holds NaN where no data too; an integer one keeps the file's value there."""
     h, w = int(window.height), int(window.width)
     channels = sum(len(s.positions) for s in scene.dates[0])
-    out = np.empty((len(scene.dates), channels, h, w), dtype=np.float32)
+    dtype = stored_dtype(scene)
+    out = np.empty((len(scene.dates), channels, h, w), dtype=dtype)
+    valid = np.empty(out.shape, dtype=bool)
     for t, sources in enumerate(scene.dates):
         for src in sources:
             win = window if src.scale == 1.0 else Window(*(v * src.scale for v in window.flatten()))
@@ -223,16 +255,30 @@ def read_window(scene: Scene, window: Window, nodata: float | None = None) -> np
                 with readable_path(src.path) as name, rasterio.open(name) as ds:
                     data = ds.read(
                         src.indexes, window=win, out_shape=(len(src.indexes), h, w), masked=True,
-                        out_dtype="float32", resampling=Resampling.bilinear,
+                        out_dtype=dtype, resampling=Resampling.bilinear,
                     )  # fmt: skip
             except RasterioError as err:
                 raise DataError(f"{src.path}: {unreadable(err)} at window {window}") from err
-            values = np.ma.filled(data, np.nan)
-            values[~np.isfinite(values)] = np.nan  # ±inf (or a value float32 cannot hold) is no data too
+            values = np.ma.getdata(data)
+            good = ~np.ma.getmaskarray(data)
+            if dtype.kind == "f":
+                good &= np.isfinite(values)  # ±inf (or a value float32 cannot hold) is no data too
             if nodata is not None:
-                values[values == nodata] = np.nan
+                good &= values != nodata
             out[t, src.positions] = values
-    return out
+            valid[t, src.positions] = good
+    if dtype.kind == "f":
+        out[~valid] = np.nan
+    return out, valid
+
+
+def read_window(scene: Scene, window: Window, nodata: float | None = None) -> np.ndarray:
+    """Pixels of ``window`` (on the scene's grid) of every band and date: T×C×h×w float32, NaN where no data
+    (nodata, and any value that is not finite)."""
+    pixels, valid = read_stored(scene, window, nodata)
+    values = pixels.astype(np.float32)
+    values[~valid] = np.nan
+    return values
 
 
 def attach_labels(scenes: list[Scene], root: Path, labels_csv: str | None) -> list[str]:
