@@ -15,6 +15,7 @@ from PIL import Image
 
 from mimsdk import ConfigError, DataConfig, DataError, ModelConfig, create_model, load_recipe
 from mimsdk.adapters.medical import MedicalAdapter
+from mimsdk.adapters.medical.stored import UNIT_STEPS, unpack
 from mimsdk.data import SeededDataset
 
 NIFTI = SHARED / "medical3d" / "nifti"
@@ -23,6 +24,7 @@ PNEUMONIA = SHARED / "medical2d" / "pneumoniamnist_balanced_trainval.npz"
 SERIES = SHARED / "medical2d" / "dicom_vs_seg_mr"
 VOLUME = ModelConfig(size="tiny", input_size=[16, 16, 16], patch_size=8, in_chans=1)
 XRAY = ModelConfig(size="tiny", input_size=[32, 32], patch_size=8, in_chans=1)
+HALF_STEP = 0.5 / UNIT_STEPS + 1e-7  # scaled volumes are stored as uint16: rounded to the nearest 1/65535
 
 
 @pytest.fixture(autouse=True)
@@ -32,9 +34,9 @@ def shared_data():
 
 
 def prepared(path, model=VOLUME, **options):
-    """The cached, deterministic output (before crops) of every usable item: {file: C×S tensor}."""
-    ds, good, items, _ = MedicalAdapter().scan(path, DataConfig(options=options), model)
-    return {items[i]["src"].split("/")[-1]: ds[i]["image"] for i in good}
+    """The stored, deterministic output (before crops) of every usable item, unpacked: {file: C×S float32}."""
+    stored = MedicalAdapter().scan(path, DataConfig(options=options), model)
+    return {stored.files[i].split("/")[-1]: unpack(stored[i]["image"]) for i in range(len(stored))}
 
 
 def caught(fn):
@@ -94,9 +96,9 @@ def test_ct_window_maps_hounsfield_units_to_unit_range():
     assert hu.min() < -1000 and hu.max() > 500
     out = prepared(NIFTI / "shear.nii.gz", kind="ct", window=[-1000, 1000])["shear.nii.gz"][0].numpy()
     assert out.min() == 0.0 and out.max() <= 1.0
-    np.testing.assert_allclose(out, np.clip((hu + 1000) / 2000, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(out, np.clip((hu + 1000) / 2000, 0, 1), atol=HALF_STEP)
     narrow = prepared(NIFTI / "shear.nii.gz", kind="ct", window=[0, 80])["shear.nii.gz"][0].numpy()
-    np.testing.assert_allclose(narrow, np.clip(hu / 80, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(narrow, np.clip(hu / 80, 0, 1), atol=HALF_STEP)
 
 
 def test_mri_percentiles_normalise_each_volume():

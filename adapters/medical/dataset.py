@@ -1,4 +1,5 @@
-"""Items of prepared volumes: a random crop (or scaled crop resized) and flips per item, then normalisation."""
+"""The finishing half of the medical preparation: a random crop (or scaled crop resized) and flips per item,
+then normalisation, applied to stored samples from a folder or a shard set."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 from monai.data import get_track_meta, set_track_meta
 
 from mimsdk.adapters.medical.options import MedicalOptions, crops
-from mimsdk.data import SampleDataset
+from mimsdk.adapters.medical.stored import StoredVolumes, unpack
+from mimsdk.data import PreparedDataset
 from mimsdk.errors import DataError
 
 
@@ -65,52 +67,42 @@ def augment(
     return Compose(steps)
 
 
-class MedicalDataset(SampleDataset):
-    """Prepared volumes (cached by MONAI) -> ``(tensor C×S1..Sn float32, label)``, label -1 if none.
+class FinishVolume:
+    """The finishing half: a stored sample -> C×S1..Sn float32 (``input_size``), for folders and shards alike.
 
-    An item whose preparation fails when read (no cache, or a file changed since the scan) is named once and
-    replaced by the next good one (:class:`~mimsdk.data.SampleDataset`).
-
-    ``augment`` is a MONAI ``Compose`` of random crops and flips (or the deterministic evaluation view); it is
-    re-seeded for every item from torch's global generator, which the trainer seeds per (seed, epoch, index).
+    Unpacked to float32, then ``augment`` (a MONAI ``Compose`` of random crops and flips, or the deterministic
+    evaluation view), re-seeded for every item from torch's global generator, which the trainer seeds per
+    (seed, epoch, index), then normalised by ``mean`` and ``std`` (one per channel).
     """
 
-    def __init__(
-        self,
-        prepared: Any,
-        indices: list[int],
-        items: list[dict[str, Any]],
-        classes: list[str],
-        augment: Any,
-        input_size: Sequence[int],
-        mean: list[float],
-        std: list[float],
-    ) -> None:
-        self.prepared, self.indices, self.augment = prepared, indices, augment
-        self.files = [items[i]["src"] for i in indices]
-        self.labels = [int(items[i].get("label", -1)) for i in indices]
-        self.classes = classes
-        self.input_size = tuple(input_size)
+    def __init__(self, augment: Any, input_size: Sequence[int], mean: list[float], std: list[float]) -> None:
+        self.augment, self.input_size = augment, tuple(input_size)
         n = len(self.input_size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, *[1] * n)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, *[1] * n)
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def source(self, index: int) -> str:
-        return self.files[index]
-
-    def load(self, index: int) -> tuple[torch.Tensor, int]:
-        record = self.prepared[self.indices[index]]
-        if "error" in record:  # the file changed after the check
-            raise DataError(record["error"])
+    def __call__(self, sample: dict[str, Any]) -> torch.Tensor:
+        x = unpack(sample["image"])  # a new tensor: the cached or stored volume is never modified
         # MONAI draws from numpy RandomStates: seed them from torch so the item is a function of torch's seed.
         self.augment.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
         with _plain_tensors():
-            out = self.augment({"image": record["image"]})["image"]
+            out = self.augment({"image": x})["image"]
         x = torch.as_tensor(out.as_tensor() if hasattr(out, "as_tensor") else out, dtype=torch.float32)
-        if tuple(x.shape[1:]) != self.input_size:
-            raise DataError(f"{record['src']}: prepared to {tuple(x.shape)}, not C×{self.input_size}")
-        x = (x - self.mean) / self.std  # a new tensor: the cached volume is never modified
-        return x.contiguous(), self.labels[index]
+        if tuple(x.shape[1:]) != self.input_size:  # SampleDataset names the file
+            raise DataError(f"prepared to {tuple(x.shape)}, not C×{self.input_size} (model.input_size)")
+        return ((x - self.mean) / self.std).contiguous()
+
+
+class MedicalDataset(PreparedDataset):
+    """A medical folder's items ``(tensor C×S1..Sn float32, label)``, label -1 if none: the stored samples
+    (:class:`~.stored.StoredVolumes`, prepared once and cached by MONAI) through :class:`FinishVolume`, as a
+    shard set's are. An item whose preparation fails when read (no cache, a file changed since the check, or a
+    big folder checked by headers only) is named once and replaced (:class:`~mimsdk.data.SampleDataset`).
+    """
+
+    prepared: StoredVolumes
+
+    @property
+    def files(self) -> list[str]:
+        """The usable items' sources (a file, a DICOM series, a subject folder, an npz image), in order."""
+        return self.prepared.files

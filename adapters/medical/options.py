@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 
 from mimsdk.config import ModelConfig, choice
-from mimsdk.errors import DataError
+from mimsdk.errors import ConfigError, DataError
 
 
 @dataclass
@@ -25,6 +27,9 @@ class MedicalOptions:
     pad: bool = False  # pad volumes smaller than the crop (else they are bad input)
     cache: str = choice("auto", "auto", "none", "memory", "disk")  # auto: memory for files, none for npz
     cache_dir: str | None = None  # for cache: disk (default: <data path>.mimsdk-cache beside a file, inside a folder)
+    # cache: memory holds at most this many bytes of prepared volumes (an integer or "8GB", "512MiB"); the items
+    # beyond it are kept by the disk cache instead. None: a share of this machine's RAM (memory_limit below).
+    memory_limit: int | str | None = None
     split: str = "train"  # npz: arrays <split>_images / <split>_labels
     npz_images: str | None = None  # npz: explicit array names instead of the split's
     npz_labels: str | None = None
@@ -61,3 +66,38 @@ def channel_names(opts: MedicalOptions, model: ModelConfig) -> list[str]:
             f"data.options.channels names {len(names)} sequences {names}; model.in_chans is {model.in_chans}"
         )
     return names
+
+
+# The default memory cache is a quarter of the machine's RAM, split between the processes torchrun starts on it
+# (each builds its own cache). The cache is filled before DataLoader workers fork and shared with them, so it is
+# counted once per process; the other three quarters stay for the model, the optimiser, pinned batches and the
+# page cache, which serves the volumes spilled to the disk cache. A fixed 4 GB would idle a 512 GB node and
+# overrun a 16 GB laptop with 8 ranks.
+RAM_SHARE = 0.25
+UNKNOWN_RAM = 16 * 2**30  # where the platform does not say (not POSIX): a small workstation's
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+SIZE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([kmgt]i?b|b)?\s*", re.IGNORECASE)
+
+
+def memory_limit(opts: MedicalOptions) -> int:
+    """``data.options.memory_limit`` in bytes, or the default share of RAM; ConfigError naming the key."""
+    value = opts.memory_limit
+    if value is None:
+        try:
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            ram = UNKNOWN_RAM
+        return int(ram * RAM_SHARE) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    if isinstance(value, int):
+        number = value
+    else:
+        match = SIZE.fullmatch(value)
+        if match is None:
+            raise ConfigError(
+                f"data.options.memory_limit: {value!r} is not a size; expected bytes or e.g. '8GB', '512MiB'"
+            )
+        number = int(float(match.group(1)) * UNITS[(match.group(2) or "").lower()])
+    if number < 0:
+        raise ConfigError(f"data.options.memory_limit: {value!r} is negative; expected 0 or more bytes")
+    return number

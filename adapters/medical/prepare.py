@@ -1,8 +1,9 @@
 """*Prepare*: the deterministic MONAI chain every item goes through once, its output cached by MONAI.
 
 Load, channel first, checks (dimensions, channels, NaN), RAS orientation, resampling to ``spacing``, CT window
-or MRI percentiles to [0, 1], foreground crop, size check. A bad file becomes an error record, not an
-exception, so the scan can report it and MONAI's caches can keep the verdict.
+or MRI percentiles to [0, 1], foreground crop, size check, then packed compactly (:func:`~.stored.pack`): the
+stored half of the preparation, what MONAI's caches and a shard set hold. A bad file becomes an error record,
+not an exception, so the scan can report it and MONAI's caches can keep the verdict.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from monai.transforms import Transform
 
 from mimsdk.adapters.medical.files import NIFTI, PICTURES, check_file, check_series, npz_array
 from mimsdk.adapters.medical.options import PREPARE_KEYS, MedicalOptions, crops, intensity
+from mimsdk.adapters.medical.stored import pack
 from mimsdk.config import ModelConfig
 from mimsdk.data import failure_reason, first_line
 from mimsdk.errors import DataError
 
 DEFAULT_MAX_VOXELS = MedicalOptions().max_voxels
+# What a record holds (compact images with their spacing since 2): part of the disk cache's key, so a cache
+# written by an earlier mimsdk is not read as this one's.
+RECORD_FORMAT = 2
 
 
 def _above_zero(x: torch.Tensor) -> torch.Tensor:
@@ -33,7 +38,8 @@ def _above_zero(x: torch.Tensor) -> torch.Tensor:
 
 
 class Prepare(Transform):
-    """The deterministic chain, item dict -> ``{"image": C×S1..Sn float32, "label", "src"}`` or ``{"error"}``.
+    """The deterministic chain, item dict -> ``{"image": C×S1..Sn packed, "spacing", "label", "src"}`` or
+    ``{"error", "src"}``; the image is uint16 for window and percentile scaling, float32 for none.
 
     It never raises: a bad file becomes an error record, so MONAI's caches can hold the verdict too and a
     second run with ``cache: disk`` neither decodes nor re-checks. A MONAI ``Transform`` (not random), so
@@ -98,6 +104,7 @@ class Prepare(Transform):
     def settings(self) -> str:
         """What decides the output, hashed into the disk cache's folder name."""
         values = [asdict(self.opts)[k] for k in PREPARE_KEYS] + [self.ndim, self.in_chans, self.input_size]
+        values.append(RECORD_FORMAT)
         if self.opts.max_voxels != DEFAULT_MAX_VOXELS:  # it decides which files are refused (default: as before)
             values.append(self.opts.max_voxels)
         return json.dumps(values)
@@ -108,13 +115,13 @@ class Prepare(Transform):
             return {"error": item["error"], "src": src}
         notes: list[str] = []
         try:
-            image = self._prepare(item, notes)
+            image, spacing = self._prepare(item, notes)
         except DataError as err:
             text = first_line(str(err))
             return {"error": text if text.startswith(src) else f"{src}: {text}", "src": src}
         except Exception as err:  # noqa: BLE001 - any reader failure becomes a message naming the file
             return {"error": f"{src}: {_reason(err)}", "src": src}
-        record = {"image": image, "label": item["label"], "src": src}
+        record = {"image": pack(image, self.intensity), "spacing": spacing, "label": item["label"], "src": src}
         if notes:
             record["notes"] = notes
         return record
@@ -145,7 +152,8 @@ class Prepare(Transform):
         loaded = self.load[reader]({"image": paths if len(paths) > 1 else paths[0]})
         return self.channel_first(loaded)["image"]
 
-    def _prepare(self, item: dict[str, Any], notes: list[str]) -> torch.Tensor:
+    def _prepare(self, item: dict[str, Any], notes: list[str]) -> tuple[torch.Tensor, list[float]]:
+        """C×S1..Sn float32 (scaled, cropped) and its voxel spacing in mm."""
         src = item["src"]
         image = self._load(item)
         spatial = tuple(image.shape[1:])
@@ -181,6 +189,8 @@ class Prepare(Transform):
         if self.geometry.transforms:
             self._check_resampled(image, src)
             image = self.geometry({"image": image})["image"]
+        pixdim = getattr(image, "pixdim", None)  # the MetaTensor's, after resampling (an npz's: 1)
+        spacing = [float(p) for p in pixdim][: self.ndim] if pixdim is not None else [1.0] * self.ndim
         image = image.as_tensor() if hasattr(image, "as_tensor") else image
         if self.intensity == "percentiles":
             image = self._percentiles(image, src, notes, constant=low == high)
@@ -197,7 +207,7 @@ class Prepare(Transform):
                 f"{src}: {'×'.join(map(str, size))} voxels{when}, smaller than the "
                 f"{'×'.join(map(str, self.input_size))} crop (model.input_size); set data.options.pad: true to pad"
             )
-        return image.float().contiguous()
+        return image.float().contiguous(), spacing
 
     def _check_resampled(self, image: Any, src: str) -> None:
         """Refuse a volume that resampling to ``spacing`` would blow up beyond ``max_voxels`` (a header with a
