@@ -13,7 +13,8 @@ would exceed ``max_pixels`` is rendered at a lower DPI instead (one warning nami
 the file and page), so memory stays bounded whatever the MediaBox says.
 
 Files are scanned before training: page counts come from the PDF's page tree
-(nothing is rendered) and each image frame is decoded once. An encrypted, empty,
+(nothing is rendered) and each image frame is decoded once (in a folder of more than
+``pages.FULL_CHECK_UP_TO`` files only its header is read). An encrypted, empty,
 corrupt or undecodable file, an image whose header claims more pixels than Pillow's
 limit, or a float image (TIFF) with NaN or infinite pixels gives one warning naming it
 and is skipped, or with ``data.strict`` the first one is a :class:`~mimsdk.data.DataError`.
@@ -23,30 +24,37 @@ next good page (:class:`~mimsdk.data.SampleDataset`).
 Labels (:mod:`mimsdk.labels`): ``data.labels`` names a CSV of ``path`` (relative to the
 CSV) and a label column (``data.options.label_column``, default ``label``), or else class
 sub-folders; a PDF's label applies to all its pages.
+
+Shard sets (``mimsdk shard``): the stored half of a sample is the page as read, uint8 C×H×W (a PDF page
+rendered at ``dpi`` by pdfium, an image frame decoded, either capped at ``max_pixels``), with its label, file
+and page number (:class:`DocumentPages`); the random crop or the padded fit and the normalisation come after,
+in ``finish`` (:class:`~mimsdk.adapters.documents.reading.FinishPage`). A folder goes through the same two
+halves, so it trains exactly as the shards made from it; a shard set made with another DPI, colour, page
+selection, pixel cap or label column is refused, naming the key and both values.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from mimsdk.adapter import Adapter, grey_out, unnormalise
 from mimsdk.adapters.documents.options import DocumentOptions, check_document_options, parse_pages
 from mimsdk.adapters.documents.pages import POLICY, Page, inspect_image, inspect_pdf, scan_documents
-from mimsdk.adapters.documents.reading import PageCache, fit_with_padding, read_page
+from mimsdk.adapters.documents.reading import FinishPage, PageCache, fit_with_padding, read_page
 from mimsdk.config import DataConfig, ModelConfig
-from mimsdk.data import SampleDataset, normalisation
+from mimsdk.data import PreparedDataset, normalisation
 from mimsdk.errors import DataError
 from mimsdk.registry import ADAPTERS
 
 __all__ = [
-    "DocumentDataset", "DocumentOptions", "DocumentsAdapter", "Page", "PageCache", "document_options",
-    "fit_with_padding", "inspect_image", "inspect_pdf", "parse_pages", "read_page", "scan_documents",
+    "DocumentDataset", "DocumentOptions", "DocumentPages", "DocumentsAdapter", "FinishPage", "Page", "PageCache",
+    "document_options", "fit_with_padding", "inspect_image", "inspect_pdf", "parse_pages", "read_page",
+    "scan_documents",
 ]  # fmt: skip
 
 # Padding shown in pictures: a pale blue no page is printed in.
@@ -58,14 +66,17 @@ def document_options(data: DataConfig, model: ModelConfig) -> DocumentOptions:
     return DocumentsAdapter().options(data, model)
 
 
-class DocumentDataset(SampleDataset):
-    """Document pages -> (tensor C×H×W, label); NaN marks padding (``fit: pad`` and every evaluation view).
+class DocumentPages:
+    """Pages -> stored samples ``{"page": uint8 C×H×W, "label": int, "source": bytes, "page_index": int}``.
+
+    The stored half is deterministic: the page rendered (PDF, at its scale from ``dpi`` and ``max_pixels``) or
+    decoded (image frame) in ``color``; everything random comes after, in :class:`FinishPage`. Pages read are
+    kept per process (``cache_mb``), so a folder renders each page once while it fits; with ``verify`` (writing
+    shards, each page read once) nothing is kept. ``source`` is the file's path under the folder, as bytes (the
+    name survives whatever its encoding, and litdata would read a string naming an existing PDF as that file).
 
     Args:
-        pages, labels, classes: from :func:`scan_documents`.
-        opts: the adapter's options. size: the model's (H, W). mean, std: per-channel normalisation.
-        train: random crops (training view) or the whole page fitted (deterministic evaluation view).
-        crop_scale: range of the crop's area as a fraction of the page's (``data.crop_scale``).
+        pages, labels, classes: from :func:`scan_documents`. root: the folder. opts: the adapter's options.
     """
 
     def __init__(
@@ -73,21 +84,18 @@ class DocumentDataset(SampleDataset):
         pages: list[Page],
         labels: list[int],
         classes: list[str],
+        root: Path,
         opts: DocumentOptions,
-        size: tuple[int, int],
-        mean: list[float],
-        std: list[float],
-        train: bool,
-        crop_scale: tuple[float, float] = (0.2, 1.0),
+        verify: bool = False,
     ) -> None:
-        self.pages, self.labels, self.classes = pages, labels, classes
-        self.opts, self.size, self.train = opts, tuple(size), train
-        self.normalize = v2.Normalize(mean, std)
-        self.crop_scale = tuple(crop_scale)
-        self.cache = PageCache(opts.cache_mb)
+        self.pages, self.labels, self.classes, self.root, self.opts = pages, labels, classes, root, opts
+        self.cache = PageCache(0 if verify else opts.cache_mb)
 
     def __len__(self) -> int:
         return len(self.pages)
+
+    def source(self, index: int) -> str:
+        return str(self.pages[index].path)
 
     def page(self, index: int) -> torch.Tensor:
         """Page ``index`` as read (uint8 C×h×w), from the cache when it holds it."""
@@ -95,25 +103,42 @@ class DocumentDataset(SampleDataset):
         key = (str(page.path), page.index, page.scale, self.opts.color)
         return self.cache.get(key, lambda: read_page(page, self.opts.color))
 
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.pages[index].path
+        name = path.relative_to(self.root) if path != self.root and path.is_relative_to(self.root) else path.name
+        return {
+            "page": self.page(index).numpy(),
+            "label": self.labels[index],
+            "source": os.fsencode(name),
+            "page_index": self.pages[index].index,
+        }
+
+
+class DocumentDataset(PreparedDataset):
+    """A folder's pages -> (tensor C×H×W, label): :class:`DocumentPages` then :class:`FinishPage`; NaN marks
+    padding (``fit: pad`` and every evaluation view). A page that fails when read is named once and replaced."""
+
+    prepared: DocumentPages
+    finish: FinishPage
+
+    @property
+    def pages(self) -> list[Page]:
+        return self.prepared.pages
+
+    @property
+    def labels(self) -> list[int]:
+        return self.prepared.labels
+
+    @property
+    def opts(self) -> DocumentOptions:
+        return self.prepared.opts
+
+    def page(self, index: int) -> torch.Tensor:
+        """Page ``index`` as stored (uint8 C×h×w)."""
+        return self.prepared.page(index)
+
     def _crop(self, page: torch.Tensor, aspect: float) -> torch.Tensor:
-        """A random crop of area fraction in ``crop_scale`` and width/height near ``aspect``
-        (torchvision's RandomResizedCrop sampling, through the global RNG that SeededDataset seeds)."""
-        j = 1.0 + self.opts.aspect_jitter
-        top, left, h, w = v2.RandomResizedCrop.get_params(page, list(self.crop_scale), [aspect / j, aspect * j])
-        return page[:, top : top + h, left : left + w]
-
-    def source(self, index: int) -> str:
-        return str(self.pages[index].path)
-
-    def load(self, index: int) -> tuple[torch.Tensor, int]:
-        page = self.page(index)
-        height, width = self.size
-        if self.train and self.opts.fit == "crop":
-            crop = TF.resize(self._crop(page, width / height), list(self.size), antialias=True)
-            return self.normalize(crop.float().div_(255.0)), self.labels[index]
-        if self.train:  # fit: pad, on a crop shaped like the page
-            page = self._crop(page, page.shape[2] / page.shape[1])
-        return fit_with_padding(page, self.size, self.normalize), self.labels[index]
+        return self.finish.crop(page, aspect)
 
 
 @ADAPTERS.register("documents")
@@ -143,12 +168,26 @@ class DocumentsAdapter(Adapter):
     def build(
         self, path: Path, data: DataConfig, model: ModelConfig, opts: DocumentOptions, train: bool
     ) -> DocumentDataset:
+        finish = self.finish(data, model, opts, train)  # the model's shape checked before any file is read
+        return DocumentDataset(self.prepared(path, data, model, opts), finish)
+
+    def prepared(
+        self, path: Path, data: DataConfig, model: ModelConfig, opts: DocumentOptions, verify: bool = False
+    ) -> DocumentPages:
+        pages, labels, classes = self.scan(path, data, opts)
+        return DocumentPages(pages, labels, classes, Path(path), opts, verify)
+
+    def finish(self, data: DataConfig, model: ModelConfig, opts: DocumentOptions, train: bool) -> FinishPage:
         if len(model.input_size) != 2:
             raise DataError(f"model.input_size {model.input_size} is not 2D (height, width) as pages need")
         mean, std = self._stats(data, model)
-        pages, labels, classes = self.scan(path, data, opts)
         size = (model.input_size[0], model.input_size[1])
-        return DocumentDataset(pages, labels, classes, opts, size, mean, std, train, self.crop_scale(data))
+        return FinishPage(opts, size, mean, std, train, self.crop_scale(data))
+
+    def preparation(self, data: DataConfig, model: ModelConfig, opts: DocumentOptions) -> dict[str, Any]:
+        # What the stored pages and their labels depend on; fit, aspect_jitter and crop_scale act in finish.
+        keys = ("dpi", "color", "pages", "max_pixels", "label_column")
+        return {key: getattr(opts, key) for key in keys}
 
     def describe(self, data: DataConfig, model: ModelConfig, opts: DocumentOptions) -> dict[str, Any]:
         mean, std = self._stats(data, model)

@@ -20,12 +20,19 @@ pre-training augmentation) and, if ``rotate`` is set, turns it about the up axis
 stored with the model and read back for its pictures and further training).
 
 Items are ``(tensor N×3 float32, label)``; labels come from ``data.labels`` (CSV ``path,label``,
-paths relative to the CSV) or from class sub-folders. Every file is read once before training:
-an empty file, a PLY file shorter than its header declares (truncated), NaN or infinite coordinates,
-fewer points than the tokenizer's groups or group size, an error open3d reports while reading (its
-RPly messages are caught and put into the message naming the file), or an unknown extension is one
-DataError naming the file (``data.strict``) or one warning per file, which is then skipped. A file
-that fails only when training reads it is named once and replaced (:class:`~mimsdk.data.SampleDataset`).
+paths relative to the CSV) or from class sub-folders. Before training every file of a folder is read once
+(only its header in a folder of more than ``mimsdk.scan.FULL_CHECK_LIMIT`` files; verdicts cached by path, size
+and mtime): an empty file, a PLY file shorter than its header declares (truncated), NaN or infinite coordinates,
+fewer points than the tokenizer's groups or group size, an error open3d reports while reading (its RPly
+messages are caught and put into the message naming the file), or an unknown extension is one DataError naming
+the file (``data.strict``) or one warning per file, which is then skipped. A file that fails only when training
+reads it is named once and replaced (:class:`~mimsdk.data.SampleDataset`).
+
+Shard sets (``mimsdk shard``): the stored half of a sample is the cloud read and normalised, every point kept,
+float32 (:class:`~mimsdk.adapters.pointcloud.dataset.CloudFiles`); the cut to N points and the augmentation
+are drawn afresh each epoch in ``finish`` (:class:`~mimsdk.adapters.pointcloud.dataset.FinishCloud`). A folder
+goes through the same two halves, so it trains exactly as the shards made from it. A shard set records the mesh
+sampling and the normalisation it was made with; another recipe's is refused, naming the key.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import torch
 from PIL import Image
 
 from mimsdk.adapter import Adapter
-from mimsdk.adapters.pointcloud.dataset import PointCloudDataset
+from mimsdk.adapters.pointcloud.dataset import CloudFiles, FinishCloud, PointCloudDataset
 from mimsdk.adapters.pointcloud.options import (
     AXES,
     PointCloudOptions,
@@ -53,9 +60,9 @@ from mimsdk.config import DataConfig, ModelConfig
 from mimsdk.registry import ADAPTERS
 
 __all__ = [
-    "AXES", "SUFFIXES", "PointCloudAdapter", "PointCloudDataset", "PointCloudOptions", "_views", "check_ply",
-    "check_pointcloud_options", "native_stderr", "normalise", "picture", "read_points", "scan_files", "write_ply",
-    "write_reconstruction",
+    "AXES", "SUFFIXES", "CloudFiles", "FinishCloud", "PointCloudAdapter", "PointCloudDataset", "PointCloudOptions",
+    "_views", "check_ply", "check_pointcloud_options", "native_stderr", "normalise", "picture", "read_points",
+    "scan_files", "write_ply", "write_reconstruction",
 ]  # fmt: skip
 
 
@@ -80,10 +87,22 @@ class PointCloudAdapter(Adapter):
     def build(
         self, path: Path, data: DataConfig, model: ModelConfig, opts: PointCloudOptions, train: bool
     ) -> PointCloudDataset:
-        group_needs(model)
-        num_points = input_points(model)
+        finish = self.finish(data, model, opts, train)  # the model's shape checked before any file is read
+        return PointCloudDataset(self.prepared(path, data, model, opts), finish)
+
+    def prepared(
+        self, path: Path, data: DataConfig, model: ModelConfig, opts: PointCloudOptions, verify: bool = False
+    ) -> CloudFiles:
         files, labels, classes = self.scan(path, data, model, opts)
-        return PointCloudDataset(files, labels, classes, num_points, opts, train)
+        return CloudFiles(files, labels, classes, Path(path), opts, group_needs(model), verify)
+
+    def finish(self, data: DataConfig, model: ModelConfig, opts: PointCloudOptions, train: bool) -> FinishCloud:
+        need = group_needs(model)  # the tokenizer first: an image model is named by it, not by its input size
+        return FinishCloud(input_points(model), need, opts, train)
+
+    def preparation(self, data: DataConfig, model: ModelConfig, opts: PointCloudOptions) -> dict[str, Any]:
+        # What the stored clouds depend on. N, the augmentation and up_axis act in finish: shards serve any of them.
+        return {"normalisation": "unit_sphere", "mesh_samples": opts.mesh_samples, "mesh_seed": opts.mesh_seed}
 
     def describe(self, data: DataConfig, model: ModelConfig, opts: PointCloudOptions) -> dict[str, Any]:
         # "up_axis" stays at the top level for readers of older metadata.
