@@ -37,7 +37,7 @@ from mimsdk.hub.errors import HubError
 from mimsdk.hub.pretrained import download
 from mimsdk.hub.timm_export import timm_state_dict
 from mimsdk.hub.transformers_export import vitmae_state_dict
-from mimsdk.hub.videomae_export import state_dict_from_videomae
+from mimsdk.hub.videomae_layout import state_dict_from_videomae
 from mimsdk.model import MaskedAutoencoder, create_model
 from mimsdk.serialization import CONFIG_NAME, WEIGHTS_NAME, check_size
 

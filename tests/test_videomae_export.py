@@ -9,9 +9,9 @@ from safetensors.torch import load_file
 
 from mimsdk import create_model
 from mimsdk.hub import ExportError, load_model, save_pretrained
-from mimsdk.hub.videomae_export import (
+from mimsdk.hub.videomae_export import export_videomae
+from mimsdk.hub.videomae_layout import (
     checkpoint_name,
-    export_videomae,
     module_name,
     state_dict_from_videomae,
     videomae_key_map,
