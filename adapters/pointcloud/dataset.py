@@ -137,3 +137,8 @@ class PointCloudDataset(PreparedDataset):
     @property
     def labels(self) -> list[int]:
         return self.prepared.labels
+
+    @property
+    def opts(self) -> PointCloudOptions:
+        """The options the clouds are finished with (the recipe's over those stored with the model)."""
+        return self.finish.opts
