@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may come after options (pretrain R --out D train.max_steps=5)
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command in ("pretrain", "resume") and all("=" in e and not e.startswith("-") for e in extra):
+    overrides = all("=" in e and not e.startswith("-") for e in extra)
+    if extra and args.command in ("pretrain", "resume", "shard") and overrides:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -333,6 +333,11 @@ class PreparedDataset(SampleDataset):
     def __len__(self) -> int:
         return len(self.prepared)
 
+    @property
+    def labels(self) -> list[int] | None:
+        """Every item's label when the source lists them (a folder does), so probes need not read the items."""
+        return getattr(self.prepared, "labels", None)
+
     def source(self, index: int) -> str:
         return self.prepared.source(index)
 

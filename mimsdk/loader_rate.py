@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -53,7 +52,7 @@ def measure_loader(recipe: Recipe, batches: int = 50) -> LoaderRate:
     if path is None:
         raise DataError(f"data.path is not set and the {data.modality} adapter ships no sample")
     started = time.perf_counter()
-    dataset = SeededDataset(adapter.dataset(Path(path), data, recipe.model, train=True), seed)
+    dataset = SeededDataset(adapter.dataset(path, data, recipe.model, train=True), seed)  # a folder or a URL
     if len(dataset) < data.batch_size:
         raise DataError(f"{path} has {len(dataset)} usable samples, fewer than one batch of {data.batch_size}")
     loader = DataLoader(

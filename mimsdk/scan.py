@@ -37,7 +37,8 @@ def cache_root() -> Path:
 
 
 class VerdictCache:
-    """The verdicts of earlier scans of ``root`` (None: usable, else the reason), by path, size and mtime.
+    """The verdicts of earlier scans of ``root`` (None: usable, else the reason), by path, size and mtime;
+    only usable files are remembered.
 
     ``kind`` names what a verdict means (e.g. "images-header" or "images-full"), so a header check never stands
     in for a full one. The file is rewritten whole (to a temporary name, then renamed); an unreadable or
@@ -70,7 +71,9 @@ class VerdictCache:
         todo = [i for i, (n, st) in enumerate(zip(names, stamps)) if st is None or self.saved.get(n, [None])[:2] != st]
         fresh = dict(zip(todo, _map(probe, [paths[i] for i in todo], threads)))
         verdicts = [fresh[i] if i in fresh else self.saved[names[i]][2] for i in range(len(paths))]
-        self.seen = {n: [*st, v] for n, st, v in zip(names, stamps, verdicts) if st is not None}
+        # Only usable files are remembered: a failure may pass next time (a flaky network disk, a raised
+        # Pillow pixel limit, a new plugin), and the few bad files of a folder are cheap to probe again.
+        self.seen = {n: [*st, v] for n, st, v in zip(names, stamps, verdicts) if st is not None and v is None}
         if todo:
             self._save()
         return verdicts

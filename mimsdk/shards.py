@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,7 +82,10 @@ def read_manifest(path: str | Path) -> Manifest:
     if raw.get("format") != FORMAT:
         raise DataError(f"{where}: shard set format {raw.get('format')!r}; this mimsdk reads format {FORMAT}")
     names = {f.name for f in dataclasses.fields(Manifest)}
-    return Manifest(**{k: v for k, v in raw.items() if k in names})
+    try:
+        return Manifest(**{k: v for k, v in raw.items() if k in names})
+    except TypeError as err:
+        raise DataError(f"{where}: not a shard set manifest ({err})") from None
 
 
 def allow_plain_http() -> None:
@@ -105,12 +109,12 @@ def _fetch(url: str, name: str) -> str:
     from litdata.streaming.downloader import get_downloader
 
     allow_plain_http()
-    folder = Path(tempfile.mkdtemp(prefix="mimsdk-manifest-"))
-    local = folder / name
-    get_downloader(url.rstrip("/"), str(folder), []).download_file(f"{url.rstrip('/')}/{name}", str(local))
-    if not local.is_file():  # litdata's downloader passes over a missing object in silence
-        raise DataError(f"{url.rstrip('/')}/{name}: not found; a shard set made by mimsdk shard has one")
-    return local.read_text()
+    with tempfile.TemporaryDirectory(prefix="mimsdk-manifest-") as folder:
+        local = Path(folder) / name
+        get_downloader(url.rstrip("/"), folder, []).download_file(f"{url.rstrip('/')}/{name}", str(local))
+        if not local.is_file():  # litdata's downloader passes over a missing object in silence
+            raise DataError(f"{url.rstrip('/')}/{name}: not found; a shard set made by mimsdk shard has one")
+        return local.read_text()
 
 
 def check_preparation(manifest: Manifest, expected: dict[str, Any], adapter: str, version: int, where: str) -> None:
@@ -170,12 +174,14 @@ class ShardReader:
         self.bad = {} if is_url(path) else check_chunks(Path(path), manifest.count)
         self._starts: list[int] | None = None
         self._dataset: Any = None
+        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return self.manifest.count
 
     def _open(self) -> Any:
-        if self._dataset is None:
+        if self._dataset is None or self._pid != os.getpid():  # a forked worker opens its own files
+            self._pid = os.getpid()
             from litdata import StreamingDataset
 
             allow_plain_http()
@@ -198,6 +204,9 @@ class ShardReader:
         return max(i for i, start in enumerate(self._starts) if start <= index)
 
     def source(self, index: int) -> str:
+        """The sample, or for a sample in a bad chunk the chunk (so the chunk is named once, not per sample)."""
+        if self.bad and (chunk := self.chunk_of(index)) in self.bad:
+            return self.bad[chunk].split(": ", 1)[0]
         return f"{self.path} sample {index}"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -225,15 +234,57 @@ def write_shards(
     sample it leaves out (a bad file, already named); the manifest's count is the samples written.
     ``compression``: litdata's ("zstd"), for samples that are raw pixels (decoded frames, volumes).
     """
+    import multiprocessing
+
     from litdata import optimize
 
     out = Path(out)
     with atomic_dir(out) as staging:
-        optimize(
-            fn=prepare, inputs=list(range(count)), output_dir=str(staging), num_workers=max(1, workers),
-            chunk_bytes=chunk_bytes, compression=compression, keep_data_ordered=True, mode="overwrite", verbose=True,
-            start_method="fork" if os.name == "posix" else None,
-        )  # fmt: skip
+        left_out = Path(tempfile.mkdtemp(prefix="mimsdk-left-out-"))
+        start_method = multiprocessing.get_start_method(allow_none=True)
+        try:
+            optimize(
+                fn=Counted(prepare, left_out), inputs=list(range(count)), output_dir=str(staging),
+                num_workers=max(1, workers), chunk_bytes=chunk_bytes, compression=compression,
+                keep_data_ordered=True, mode="overwrite", verbose=True,
+                start_method="fork" if os.name == "posix" else None,
+            )  # fmt: skip
+        except RuntimeError as err:  # litdata re-raises a worker's error as text: keep its last line, one line
+            raise DataError(_worker_error(str(err))) from None
+        finally:
+            # litdata sets the start method for the whole process (force=True): give the caller theirs back
+            multiprocessing.set_start_method(start_method, force=True)
+            skipped = len(list(left_out.iterdir()))
+            shutil.rmtree(left_out, ignore_errors=True)
         written = sum(chunk["chunk_size"] for chunk in json.loads((staging / INDEX).read_text())["chunks"])
+        # litdata merges the index files of the workers that finished: should one die without an error (killed
+        # for memory) and litdata carry on, its samples would be missing with no trace. (litdata 0.2.76 waits
+        # for such a worker instead: a hang, not a loss.)
+        if written + skipped != count:
+            raise DataError(
+                f"{count - written - skipped} of {count} samples are missing from the shards and were not left out "
+                "on purpose: a preparing process died (out of memory?); the shard set was not written"
+            )
         (staging / MANIFEST).write_text(json.dumps(dataclasses.asdict(dataclasses.replace(manifest, count=written))))
     return out
+
+
+class Counted:
+    """``prepare``, leaving a mark in ``folder`` for each sample it leaves out (returns None), so the writer can
+    tell samples left out on purpose from samples lost with a process that died."""
+
+    def __init__(self, prepare: Callable[[int], dict[str, Any] | None], folder: Path) -> None:
+        self.prepare, self.folder = prepare, folder
+
+    def __call__(self, index: int) -> dict[str, Any] | None:
+        sample = self.prepare(index)
+        if sample is None:
+            (self.folder / str(index)).touch()
+        return sample
+
+
+def _worker_error(text: str) -> str:
+    """The error a litdata worker raised, from the traceback litdata passes on as text: its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = next((line for line in reversed(lines) if "Error:" in line), lines[-1] if lines else text)
+    return last.split("DataError: ", 1)[-1]
