@@ -17,7 +17,7 @@ from mimsdk.config import Recipe, load_recipe
 from mimsdk.data import PROGRAM_ERRORS, Prepared, failure_reason
 from mimsdk.errors import DataError
 from mimsdk.pretraining import recipe_changes
-from mimsdk.shards import Manifest, write_shards
+from mimsdk.shards import LeftOut, Manifest, write_shards
 
 
 class PrepareOrSkip:
@@ -33,8 +33,8 @@ class PrepareOrSkip:
             raise
         except Exception as err:  # noqa: BLE001 - any reading failure is this sample's, named below
             reason = failure_reason(err, self.prepared.source(index))
-            if self.strict:
-                raise DataError(f"{reason} (strict mode: a bad sample stops the sharding)") from None
+            if self.strict:  # raised in the main process once the workers are done: litdata hangs on a raise
+                return LeftOut(f"{reason} (strict mode: a bad sample stops the sharding)", stops=True)
             warnings.warn(f"left out of the shards: {reason}", stacklevel=2)
             return None
         for key, value in sample.items():

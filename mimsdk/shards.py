@@ -221,7 +221,7 @@ class ShardReader:
 
 
 def write_shards(
-    prepare: Callable[[int], dict[str, Any] | None],
+    prepare: Callable[[int], dict[str, Any] | LeftOut | None],
     count: int,
     out: str | Path,
     manifest: Manifest,
@@ -254,8 +254,12 @@ def write_shards(
         finally:
             # litdata sets the start method for the whole process (force=True): give the caller theirs back
             multiprocessing.set_start_method(start_method, force=True)
-            skipped = len(list(left_out.iterdir()))
+            marks = sorted(left_out.iterdir(), key=lambda mark: int(mark.name.split(".")[0]))
+            stop = next((mark.read_text() for mark in marks if mark.name.endswith(".stop")), None)
+            skipped = len(marks)
             shutil.rmtree(left_out, ignore_errors=True)
+        if stop is not None:
+            raise DataError(stop)
         written = sum(chunk["chunk_size"] for chunk in json.loads((staging / INDEX).read_text())["chunks"])
         # litdata merges the index files of the workers that finished: should one die without an error (killed
         # for memory) and litdata carry on, its samples would be missing with no trace. (litdata 0.2.76 waits
@@ -269,17 +273,28 @@ def write_shards(
     return out
 
 
-class Counted:
-    """``prepare``, leaving a mark in ``folder`` for each sample it leaves out (returns None), so the writer can
-    tell samples left out on purpose from samples lost with a process that died."""
+@dataclass
+class LeftOut:
+    """What a preparation returns for a sample it leaves out and why; ``stops``: the writing must fail (strict)."""
 
-    def __init__(self, prepare: Callable[[int], dict[str, Any] | None], folder: Path) -> None:
+    reason: str
+    stops: bool = False
+
+
+class Counted:
+    """``prepare``, leaving a mark in ``folder`` for each sample it leaves out (None or :class:`LeftOut`), so the
+    writer can tell samples left out on purpose from samples lost with a process that died, and stop on a
+    sample a strict run refuses: from the main process, as litdata waits forever on a worker that raises."""
+
+    def __init__(self, prepare: Callable[[int], dict[str, Any] | LeftOut | None], folder: Path) -> None:
         self.prepare, self.folder = prepare, folder
 
     def __call__(self, index: int) -> dict[str, Any] | None:
         sample = self.prepare(index)
-        if sample is None:
-            (self.folder / str(index)).touch()
+        if sample is None or isinstance(sample, LeftOut):
+            stops = isinstance(sample, LeftOut) and sample.stops
+            (self.folder / f"{index}{'.stop' if stops else ''}").write_text(sample.reason if sample else "")
+            return None
         return sample
 
 

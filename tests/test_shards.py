@@ -139,3 +139,26 @@ def test_training_reads_shards_from_an_s3_bucket(shards, tmp_path, monkeypatch):
             pretrain(RECIPE, data="s3://corpus/nothing", out=tmp_path / "none")
     finally:
         server.stop()
+
+
+def test_a_bad_sample_in_strict_mode_stops_the_sharding_in_one_line(tmp_path, capsys, monkeypatch):
+    import mimsdk.adapters.images as images
+    from mimsdk.cli import main
+
+    monkeypatch.setattr(images, "FULL_CHECK_LIMIT", 0)  # headers only before sharding: a worker finds it
+    root = tmp_path / "imgs"
+    shutil.copytree(FOLDER / "discs", root / "discs")
+    whole = next((root / "discs").iterdir())
+    (root / "discs" / "broken.png").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model:\n  input_size: [32, 32]\n  patch_size: 8\n")
+    out = tmp_path / "set"
+    command = ["shard", str(recipe), "--data", str(root), "--out", str(out), "--workers", "2"]
+    assert main([*command, "data.strict=true"]) == 2
+    err = capsys.readouterr().err  # litdata's progress bar, then one line
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mimsdk: error: ") and "broken.png" in last and "strict mode" in last
+    assert "Traceback" not in err
+    assert not out.exists()  # nothing published
+    assert main(command) == 0  # without strict, left out with a warning
+    assert read_manifest(out).count == len(list((root / "discs").iterdir())) - 1
