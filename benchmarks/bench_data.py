@@ -70,6 +70,7 @@ from typing import Any
 import litdata
 import numpy as np
 import torch
+from machine import cpu_model  # benchmarks/machine.py, beside this script
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -185,17 +186,6 @@ def say(text: str) -> None:
 
 
 # -- the machine -----------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def ram_gb() -> float:

@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = {"litdata": "litdata", "mosaic": "mosaicml-streaming", "webdataset": "webdataset"}
@@ -446,17 +447,6 @@ def run_child(args: argparse.Namespace, fmt: str, task: str, out: Path, compress
             error += f" (pip install --no-deps --target {args.mosaic_path} mosaicml-streaming)"
         return {"error": error}
     return json.loads(lines[-1])
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def version(package: str) -> str:

@@ -58,6 +58,7 @@ from functools import partial
 import timm
 import torch
 import transformers
+from machine import cpu_model  # benchmarks/machine.py, beside this script
 from torch import nn
 
 import mimsdk
@@ -144,17 +145,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(args.batch, args.steps, args.rounds) < 1 or args.warmup < 0:
         parser.error("--batch, --steps and --rounds must be >= 1 and --warmup >= 0")
     return args
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_description(args: argparse.Namespace) -> list[str]:
