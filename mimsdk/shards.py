@@ -15,16 +15,20 @@ litdata's cache (``LITDATA_CACHE_DIR``); S3 credentials and endpoint come from t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import multiprocessing
 import os
 import re
-import shutil
+import signal
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from mimsdk.atomic import atomic_dir
 from mimsdk.errors import DataError
@@ -32,6 +36,7 @@ from mimsdk.errors import DataError
 MANIFEST = "mimsdk-shards.json"
 FORMAT = 1
 INDEX = "index.json"  # litdata's
+LITDATA_ERROR_GRACE_S = 10  # s: a worker terminated by another hand than litdata's is a death after that
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
@@ -234,43 +239,101 @@ def write_shards(
     sample it leaves out (a bad file, already named); the manifest's count is the samples written.
     ``compression``: litdata's ("zstd"), for samples that are raw pixels (decoded frames, volumes).
     """
-    import multiprocessing
-
-    from litdata import optimize
-
     out = Path(out)
-    with atomic_dir(out) as staging:
-        left_out = Path(tempfile.mkdtemp(prefix="mimsdk-left-out-"))
-        start_method = multiprocessing.get_start_method(allow_none=True)
-        try:
-            optimize(
-                fn=Counted(prepare, left_out), inputs=list(range(count)), output_dir=str(staging),
-                num_workers=max(1, workers), chunk_bytes=chunk_bytes, compression=compression,
-                keep_data_ordered=True, mode="overwrite", verbose=True,
-                start_method="fork" if os.name == "posix" else None,
-            )  # fmt: skip
-        except RuntimeError as err:  # litdata re-raises a worker's error as text: keep its last line, one line
-            raise DataError(_worker_error(str(err))) from None
-        finally:
-            # litdata sets the start method for the whole process (force=True): give the caller theirs back
-            multiprocessing.set_start_method(start_method, force=True)
-            marks = sorted(left_out.iterdir(), key=lambda mark: int(mark.name.split(".")[0]))
-            stop = next((mark.read_text() for mark in marks if mark.name.endswith(".stop")), None)
-            skipped = len(marks)
-            shutil.rmtree(left_out, ignore_errors=True)
+    with atomic_dir(out) as staging, tempfile.TemporaryDirectory(prefix="mimsdk-shard-marks-") as marks_dir:
+        marks = Path(marks_dir)
+        (marks / "left-out").mkdir()
+        options = {
+            "fn": Counted(prepare, marks / "left-out"), "inputs": list(range(count)), "output_dir": str(staging),
+            "num_workers": max(1, workers), "chunk_bytes": chunk_bytes, "compression": compression,
+            "keep_data_ordered": True, "mode": "overwrite", "verbose": True,
+        }  # fmt: skip
+        _optimize_watched(options, marks / "error")
+        left_out = sorted((marks / "left-out").iterdir(), key=lambda mark: int(mark.name.split(".")[0]))
+        stop = next((mark.read_text() for mark in left_out if mark.name.endswith(".stop")), None)
         if stop is not None:
             raise DataError(stop)
         written = sum(chunk["chunk_size"] for chunk in json.loads((staging / INDEX).read_text())["chunks"])
-        # litdata merges the index files of the workers that finished: should one die without an error (killed
-        # for memory) and litdata carry on, its samples would be missing with no trace. (litdata 0.2.76 waits
-        # for such a worker instead: a hang, not a loss.)
-        if written + skipped != count:
+        # A second guard, for a litdata that carries on after a worker dies: its samples would be missing
+        if written + len(left_out) != count:
             raise DataError(
-                f"{count - written - skipped} of {count} samples are missing from the shards and were not left out "
-                "on purpose: a preparing process died (out of memory?); the shard set was not written"
+                f"{count - written - len(left_out)} of {count} samples are missing from the shards and were not left "
+                "out on purpose: a preparing process died (out of memory?); the shard set was not written"
             )
         (staging / MANIFEST).write_text(json.dumps(dataclasses.asdict(dataclasses.replace(manifest, count=written))))
     return out
+
+
+def _optimize_watched(options: dict[str, Any], error: Path) -> None:
+    """``litdata.optimize(**options)`` in a process of its own, which stops whole, with the reason in ``error``,
+    when one of litdata's workers dies: litdata 0.2.76 waits forever for a worker killed outright (for memory,
+    say), as its merge waits for that worker's index. The own process also keeps litdata's global changes (the
+    start method, a SIGINT handler that exits with status 0) out of the caller's."""
+    if os.name != "posix":  # no fork, no SIGCHLD: unwatched
+        _optimize(options, error)
+    else:
+        writer = multiprocessing.get_context("fork").Process(target=_optimize, args=(options, error, True))
+        writer.start()
+        try:
+            writer.join()
+        finally:  # Ctrl-C, or helpers that litdata leaves behind on an error (its workers' own children)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(writer.pid, signal.SIGKILL)
+            writer.join()
+        if writer.exitcode != 0 and not error.exists():
+            error.write_text(f"the shard writer process stopped: {_exit_reason(writer.exitcode)}")
+    if error.exists():
+        raise DataError(error.read_text())
+
+
+def _optimize(options: dict[str, Any], error: Path, watched: bool = False) -> None:
+    """The shard writer's body: litdata's optimize; its error, one line, goes to ``error``. Watched, the writer
+    leads a process group of its own, which every worker and their helpers join, so that one kill ends them all,
+    even a helper whose worker died while starting it."""
+    from litdata import optimize
+
+    if watched:
+        os.setpgrp()
+        signal.signal(signal.SIGCHLD, lambda *_: _stop_on_a_dead_worker(error))
+    try:
+        optimize(**options, start_method="fork" if watched else None)
+    except RuntimeError as err:  # litdata re-raises a worker's error as text: keep its last line
+        error.write_text(_worker_error(str(err)))
+
+
+def _stop_on_a_dead_worker(error: Path) -> None:
+    """On SIGCHLD in the shard writer: if a child ended other than with status 0, say which and how in ``error``
+    and end the writer's process group. Children are looked at without being reaped (WNOWAIT), so litdata still
+    collects the ones that ended well."""
+    for child in psutil.Process().children():
+        try:
+            ended = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            continue
+        if ended is None or (ended.si_code == os.CLD_EXITED and ended.si_status == 0):
+            continue
+        code = ended.si_status if ended.si_code == os.CLD_EXITED else -ended.si_status
+        reason = f"a preparing process (pid {child.pid}) died: {_exit_reason(code)}; the shard set was not written"
+        if code == -signal.SIGTERM:  # litdata terminates its workers itself on a worker's error, then raises it
+            signal.signal(signal.SIGALRM, lambda *_, reason=reason: _stop_writer(error, reason))
+            signal.alarm(LITDATA_ERROR_GRACE_S)
+            continue
+        _stop_writer(error, reason)
+
+
+def _stop_writer(error: Path, reason: str) -> None:
+    """End the shard writer's process group, with ``reason`` in ``error`` (unless litdata's own error is there)."""
+    if not error.exists():
+        error.write_text(reason)
+    os.killpg(0, signal.SIGKILL)
+
+
+def _exit_reason(code: int | None) -> str:
+    """A process's exit code in words: ``-9`` is "killed by SIGKILL (out of memory?)"."""
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    return f"exit status {code}"
 
 
 @dataclass
@@ -299,7 +362,9 @@ class Counted:
 
 
 def _worker_error(text: str) -> str:
-    """The error a litdata worker raised, from the traceback litdata passes on as text: its last line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    """The error a litdata worker raised, from the traceback litdata passes on as text: the last line of the
+    original error, before litdata's own "Failed processing item=..." that wraps it."""
+    original = text.split("The above exception was the direct cause of the following exception:")[0]
+    lines = [line.strip() for line in original.splitlines() if line.strip()]
     last = next((line for line in reversed(lines) if "Error:" in line), lines[-1] if lines else text)
     return last.split("DataError: ", 1)[-1]

@@ -2,7 +2,9 @@
 one, from local disk or from an S3 bucket (a real moto server on 127.0.0.1, reached by litdata's boto3 client),
 and a truncated shard is named."""
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -17,7 +19,7 @@ from mimsdk.adapter import get_adapter
 from mimsdk.config import DataConfig, load_recipe
 from mimsdk.errors import DataError
 from mimsdk.sharding import shard
-from mimsdk.shards import MANIFEST, read_manifest
+from mimsdk.shards import MANIFEST, Manifest, read_manifest, write_shards
 
 RECIPE = {
     "model": dict(size="tiny", depth=1, input_size=[32, 32], patch_size=8, decoder_dim=32, decoder_depth=1,
@@ -162,3 +164,40 @@ def test_a_bad_sample_in_strict_mode_stops_the_sharding_in_one_line(tmp_path, ca
     assert not out.exists()  # nothing published
     assert main(command) == 0  # without strict, left out with a warning
     assert read_manifest(out).count == len(list((root / "discs").iterdir())) - 1
+
+
+def _killed_at_seven(index: int) -> dict:
+    if index == 7:  # as the kernel's out-of-memory killer would
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"index": index}
+
+
+def _raises_at_seven(index: int) -> dict:
+    if index == 7:
+        raise TypeError("sample 7 cannot be stored")
+    return {"index": index}
+
+
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        (_killed_at_seven, r"a preparing process \(pid \d+\) died: killed by SIGKILL \(out of memory\?\)"),
+        (_raises_at_seven, r"^TypeError: sample 7 cannot be stored$"),
+    ],
+)
+def test_a_preparing_process_that_dies_or_raises_stops_the_sharding_instead_of_hanging(tmp_path, prepare, message):
+    def hung(*_):  # litdata 0.2.76 alone waits forever on either
+        raise TimeoutError("write_shards hung")
+
+    before = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        with pytest.raises(DataError, match=message):
+            write_shards(prepare, 16, tmp_path / "set", Manifest(adapter="test", version=1, preparation={}, count=16),
+                         workers=2)  # fmt: skip
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert not (tmp_path / "set").exists()  # nothing published
+    written = write_shards(lambda index: {"index": index}, 16, tmp_path / "set", Manifest("test", 1, {}, 16), workers=2)
+    assert read_manifest(written).count == 16  # and the next run writes the set
