@@ -18,6 +18,8 @@ Run it as one process (not under torchrun). It prints progress as HTML comments 
 - **Activation checkpointing, ViT-L/16 at 224²**: without and with, alternating: images/s and peak memory.
 - **Image loader**: images/s the ``images`` adapter's training view (decode, RandomResizedCrop, flip,
   normalise) delivers through a DataLoader with 16 workers, on 2,000 generated 224² JPEGs.
+- **Data wait**: what ``mimsdk.throughput.TimedBatches`` counts as waiting for data when the GPU still has
+  work queued (it should count only the GPU's idle time) and when it has none.
 
 Model FLOPs per image come from ``torch.utils.flop_counter.FlopCounterMode`` on one step (forward and
 backward; the optimiser's elementwise work is not counted). A row that computes the same model as another
@@ -68,7 +70,7 @@ from mimsdk.adapter import get_adapter
 from mimsdk.config import DataConfig, ModelConfig
 from mimsdk.distributed import Processes, init_processes
 from mimsdk.parallel import parallelize, prepare_blocks
-from mimsdk.throughput import count_cpu_attention, dense_bf16_peak
+from mimsdk.throughput import TimedBatches, count_cpu_attention, dense_bf16_peak
 
 MAE_DECODER = {"decoder_dim": 512, "decoder_depth": 8, "decoder_heads": 16}  # He et al. 2022, Table 1
 LETTERS = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
@@ -431,6 +433,45 @@ def loader_part(plan: Plan, device: torch.device) -> list[Row]:
     return [row]
 
 
+def data_wait_part(device: torch.device) -> list[Row]:
+    """What ``TimedBatches`` (the ``data_wait`` column) counts on a GPU: a loader that takes 20 ms a batch
+    while about 60 ms of queued work still runs should cost (almost) nothing; with nothing queued, the 20 ms."""
+    row = Row("data wait", "TimedBatches, 10 batches of a 20 ms loader", "GPU busy 60 ms / GPU idle")
+    if device.type != "cuda":
+        row.cells["per round"] = "CUDA only: on a CPU the wall time inside next is the wait"
+        return [row]
+
+    def loader():
+        while True:
+            time.sleep(0.02)
+            yield None
+
+    a = torch.randn(4096, 4096, device=device)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    sync(device)
+    per_matmul = (time.perf_counter() - start) / 10
+    counted = {}
+    for case, matmuls in (("busy", max(1, round(0.06 / per_matmul))), ("idle", 0)):
+        batches, wall = TimedBatches(loader(), device), 0.0
+        for _ in range(10):
+            for _ in range(matmuls):
+                a @ a
+            start = time.perf_counter()
+            next(batches)
+            wall += time.perf_counter() - start
+        sync(device)
+        counted[case] = (batches.take(), wall)
+    (busy, busy_wall), (idle, idle_wall) = counted["busy"], counted["idle"]
+    row.cells["per round"] = (
+        f"counted {busy:.3f} s of {busy_wall:.3f} s spent in next with the GPU busy, {idle:.3f} s of "
+        f"{idle_wall:.3f} s with it idle"
+    )
+    return [row]
+
+
 # -- output --------------------------------------------------------------------------------------------------
 
 
@@ -478,6 +519,7 @@ def main(argv: list[str] | None = None) -> None:
     parts: list[tuple[str, str, str, Callable[[], list[Row]]]] = [
         # the loader first: its workers fork before CUDA holds memory
         ("image loader", "images adapter", f"DataLoader, {plan.workers} workers", lambda: loader_part(plan, device)),
+        ("data wait", "TimedBatches", "GPU busy / GPU idle", lambda: data_wait_part(device)),
         ("MAE step", model_name(plan, plan.base), "mimsdk", lambda: mae_step_part(plan, device, stats, peak)),
         (
             "activation checkpointing", model_name(plan, plan.large), "without and with",
@@ -501,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    order = ["MAE step", "activation checkpointing", "image loader"]
+    order = ["MAE step", "activation checkpointing", "image loader", "data wait"]
     rows.sort(key=lambda row: order.index(row.part))
     print()
     print(*header(plan, device, mfu_note, args), sep="\n")

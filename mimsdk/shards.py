@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -133,7 +134,12 @@ def check_preparation(manifest: Manifest, expected: dict[str, Any], adapter: str
         )
     for key in sorted(set(expected) | set(manifest.preparation)):
         ours, theirs = _plain(expected.get(key)), _plain(manifest.preparation.get(key))
-        if ours != theirs:
+        if key not in manifest.preparation:
+            raise DataError(
+                f"{where} records no {key} (it was made before the {adapter} adapter's preparation took that "
+                f"setting); the recipe asks for {ours!r}: shard the data again with this recipe"
+            )
+        if not _same(ours, theirs):
             raise DataError(
                 f"{where} was prepared with {key} = {theirs!r}, the recipe asks for {ours!r}: shard the data "
                 "again with this recipe, or set the recipe to the shard set's value"
@@ -143,6 +149,17 @@ def check_preparation(manifest: Manifest, expected: dict[str, Any], adapter: str
 def _plain(value: Any) -> Any:
     """JSON's view of a value (tuples as lists), so a recipe's value compares with a manifest's."""
     return json.loads(json.dumps(value))
+
+
+def _same(ours: Any, theirs: Any) -> bool:
+    """Equal as settings: NaN (a nodata value) is the same as NaN, 400 as 400.0, in lists and dicts too."""
+    if isinstance(ours, float) and isinstance(theirs, float) and math.isnan(ours) and math.isnan(theirs):
+        return True
+    if isinstance(ours, list) and isinstance(theirs, list):
+        return len(ours) == len(theirs) and all(map(_same, ours, theirs))
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return ours.keys() == theirs.keys() and all(_same(ours[key], theirs[key]) for key in ours)
+    return ours == theirs
 
 
 def check_chunks(folder: Path, count: int) -> dict[int, str]:

@@ -7,8 +7,9 @@ tokenizer are counted as they run). Model FLOPs utilisation (MFU) is the share o
 dense peak for the precision in use that those FLOPs reach; it is reported on GPUs whose peak is known.
 
 A step that waits for its batch is loader-bound: the model could go faster than the data come. The
-wait is timed around the loader's ``next``; ``model_samples_per_s`` is what the step's compute alone
-would reach, so the two rates side by side say which of data and model sets the pace.
+wait is timed around the loader's ``next`` (on a GPU, as the GPU's idle time: :class:`TimedBatches`);
+``model_samples_per_s`` is what the step's compute alone would reach, so the two rates side by side say
+which of data and model sets the pace.
 """
 
 from __future__ import annotations
@@ -120,15 +121,31 @@ def waiting(share: float) -> str:
 
 
 class TimedBatches:
-    """Batches from ``batches``, adding up the seconds spent waiting for each (:meth:`take` reads and resets)."""
+    """Batches from ``batches``, adding up the seconds spent waiting for each (:meth:`take` reads and resets).
 
-    def __init__(self, batches: Iterator) -> None:
+    On a CPU the step computes in the caller's thread, so the wall time inside ``next`` is all waiting. On a
+    GPU the work queued before ``next`` (the previous micro-batch's backward, with ``train.accum_steps`` > 1,
+    or the last optimiser step) may still be running while the host waits: only the GPU's idle time counts,
+    timed between two CUDA events recorded around ``next`` (read in :meth:`take`, after the step's sync).
+    """
+
+    def __init__(self, batches: Iterator, device: torch.device | None = None) -> None:
         self.batches, self.waited = batches, 0.0
+        self.cuda = device is not None and device.type == "cuda"
+        self.marks: list[tuple[Any, Any]] = []  # (queued work done, batch in hand) per batch, on a GPU
 
     def __iter__(self) -> TimedBatches:
         return self
 
     def __next__(self) -> Any:
+        if self.cuda:
+            before, after = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            before.record()
+            try:
+                return next(self.batches)
+            finally:
+                after.record()
+                self.marks.append((before, after))
         started = time.perf_counter()
         try:
             return next(self.batches)
@@ -137,5 +154,8 @@ class TimedBatches:
 
     def take(self) -> float:
         """Seconds waited since the last call."""
-        waited, self.waited = self.waited, 0.0
+        for before, after in self.marks:
+            after.synchronize()
+            self.waited += before.elapsed_time(after) / 1000
+        waited, self.waited, self.marks = self.waited, 0.0, []
         return waited

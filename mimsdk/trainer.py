@@ -198,7 +198,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda", prefetch_factor=4 if data.num_workers else None,
             generator=torch.Generator().manual_seed(t.seed),  # keeps the global RNG untouched
         )  # fmt: skip
-        return TimedBatches(iter(loader))
+        return TimedBatches(iter(loader), self.device)
 
     def _noise(self, micro: int, batch: int) -> dict[str, torch.Tensor]:
         """This rank's rows of the global batch's masking noise, a function of (seed, micro-batch).

@@ -19,7 +19,7 @@ from mimsdk.adapter import get_adapter
 from mimsdk.config import DataConfig, load_recipe
 from mimsdk.errors import DataError
 from mimsdk.sharding import shard
-from mimsdk.shards import MANIFEST, Manifest, read_manifest, write_shards
+from mimsdk.shards import MANIFEST, Manifest, check_preparation, read_manifest, write_shards
 
 RECIPE = {
     "model": dict(size="tiny", depth=1, input_size=[32, 32], patch_size=8, decoder_dim=32, decoder_depth=1,
@@ -201,3 +201,12 @@ def test_a_preparing_process_that_dies_or_raises_stops_the_sharding_instead_of_h
     assert not (tmp_path / "set").exists()  # nothing published
     written = write_shards(lambda index: {"index": index}, 16, tmp_path / "set", Manifest("test", 1, {}, 16), workers=2)
     assert read_manifest(written).count == 16  # and the next run writes the set
+
+
+def test_preparation_settings_compare_as_settings_and_a_missing_one_is_named():
+    made = Manifest("multispectral", 2, {"nodata": float("nan"), "window": [-1000, 400]}, 10)
+    check_preparation(made, {"nodata": float("nan"), "window": (-1000.0, 400.0)}, "multispectral", 2, "set")
+    with pytest.raises(DataError, match=r"set was prepared with nodata = nan, the recipe asks for 0"):
+        check_preparation(made, {"nodata": 0, "window": [-1000, 400]}, "multispectral", 2, "set")
+    with pytest.raises(DataError, match=r"set records no bands .* the recipe asks for \['B02'\]: shard the data"):
+        check_preparation(made, {**made.preparation, "bands": ["B02"]}, "multispectral", 2, "set")
