@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,8 @@ def as_number(value: torch.Tensor) -> float:
 def parallelize(
     model: MaskedAutoencoder, strategy: str, procs: Processes, device: torch.device, compute: torch.dtype | None
 ) -> Replicated:
-    """``model`` spread as ``train.parallel`` says."""
+    """``model`` spread as ``train.parallel`` says, its BatchNorm layers synchronised over the processes."""
+    synchronise_batch_norm(model, procs, device)
     if strategy == "fsdp":
         return Sharded(model, procs, device, compute)
     return Replicated(model, procs, device)
@@ -166,3 +168,19 @@ def remove_old_shards(run_dir: Path, keep: str | None) -> None:
     for folder in run_dir.glob(f"{SHARDS_PREFIX}*"):
         if folder.name != keep and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def synchronise_batch_norm(model: nn.Module, procs: Processes, device: torch.device) -> None:
+    """Over several GPUs, BatchNorm layers (the point tokenizer's mini-PointNet, as Point-MAE's) become
+    SyncBatchNorm in place, so they normalise over the global batch and several processes train like one (the
+    weights keep their names). PyTorch's SyncBatchNorm needs GPUs: on CPUs each process normalises over its
+    own batch, said once."""
+    if procs.world == 1 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    if device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif procs.main:
+        warnings.warn(
+            "BatchNorm normalises over each process's own batch on CPUs (SyncBatchNorm needs GPUs): this run "
+            "differs from one process with the same global batch", stacklevel=2
+        )

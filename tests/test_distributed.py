@@ -1,10 +1,7 @@
 """Two processes under torchrun (gloo, CPU) train like one process with the same global batch."""
 
-import subprocess
-import sys
-import textwrap
-
 import torch
+from torchrun import pretrain_in_two_processes
 
 from mimsdk import create_model, pretrain
 
@@ -20,20 +17,8 @@ TOLERANCE = 1e-5
 
 def test_two_processes_match_one(tmp_path):
     single = pretrain(RECIPE, out=tmp_path / "one")
-    script = tmp_path / "worker.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import torch
-        torch.set_num_threads(1)
-        from mimsdk import create_model, pretrain
-        recipe = {RECIPE!r}
-        recipe["data"]["batch_size"] = 8  # per process: the global batch stays 16
-        pretrain(recipe, out={str(tmp_path / "two")!r})
-        """)
-    )
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    recipe = {**RECIPE, "data": {**RECIPE["data"], "batch_size": 8}}  # per process: the global batch stays 16
+    pretrain_in_two_processes(tmp_path, {"recipe": recipe, "out": str(tmp_path / "two")})
     two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
     assert [r["step"] for r in two["history"]] == list(range(1, 7))
     for a, b in zip(single.history, two["history"]):

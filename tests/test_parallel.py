@@ -98,3 +98,25 @@ def test_compiled_blocks_give_the_same_loss():
         prepare_blocks(model, activation_checkpointing=False, compile_blocks=compiled)
         results.append(model(x, noise=noise).loss.item())
     assert abs(results[0] - results[1]) < 1e-4, results
+
+
+def test_batch_norm_is_synchronised_over_gpus_and_keeps_its_weight_names():
+    from torch import nn
+
+    from mimsdk.distributed import Processes
+    from mimsdk.parallel import synchronise_batch_norm
+
+    model = create_model(
+        size="tiny", depth=1, input_size=[512, 3], tokenizer="point_groups", target="chamfer", modality="pointcloud",
+        tokenizer_options={"groups": 32, "group_size": 16, "pointnet_width": 32}, decoder_dim=32, decoder_depth=1,
+        decoder_heads=2,
+    )  # fmt: skip
+    names = list(model.state_dict())
+    synchronise_batch_norm(model, Processes(world=1), torch.device("cuda"))  # one process: nothing to synchronise
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+    with pytest.warns(UserWarning, match="each process's own batch on CPUs"):
+        synchronise_batch_norm(model, Processes(world=2), torch.device("cpu"))
+    synchronise_batch_norm(model, Processes(world=2), torch.device("cuda"))  # converts without touching a GPU
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == 2 and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    assert list(model.state_dict()) == names

@@ -5,14 +5,12 @@ and a truncated shard is named."""
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import textwrap
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from torchrun import pretrain_in_two_processes
 
 from mimsdk import pretrain
 from mimsdk.adapter import get_adapter
@@ -70,20 +68,8 @@ def test_a_run_on_shards_stopped_after_a_checkpoint_resumes_exactly(shards, tmp_
 
 def test_two_processes_on_shards_match_one(shards, tmp_path):
     single = pretrain(RECIPE, data=shards, out=tmp_path / "one")
-    script = tmp_path / "worker.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import torch
-        torch.set_num_threads(1)
-        from mimsdk import pretrain
-        recipe = {RECIPE!r}
-        recipe["data"]["batch_size"] = 8  # per process: the global batch stays 16
-        pretrain(recipe, data={str(shards)!r}, out={str(tmp_path / "two")!r})
-        """)
-    )
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    recipe = {**RECIPE, "data": {**RECIPE["data"], "batch_size": 8}}  # per process: the global batch stays 16
+    pretrain_in_two_processes(tmp_path, {"recipe": recipe, "data": str(shards), "out": str(tmp_path / "two")})
     two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
     assert max(abs(a - b["loss"]) for a, b in zip(losses(single), two["history"])) < 1e-5  # summation order only
 
