@@ -3,8 +3,9 @@ per unusable one, summarise, and stop in strict mode or when nothing is usable (
 
 On a big folder (more than :data:`FULL_CHECK_LIMIT` files) an adapter checks headers only before training
 (decoding 10^5 files first would hold step one for minutes); a file that fails later, when read, is named once
-and replaced (:class:`~mimsdk.data.SampleDataset`). :class:`VerdictCache` keeps each file's verdict on disk by
-path, size and modification time, so a folder scanned before is probed again only where files changed.
+and replaced (:class:`~mimsdk.data.SampleDataset`). :class:`ScanCache` keeps what the scan learnt of each usable
+file on disk by path, size and modification time, so a folder scanned before is probed again only where files
+changed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from mimsdk.data import PROGRAM_ERRORS, failure_reason, first_line
 from mimsdk.errors import DataError
@@ -36,49 +37,62 @@ def cache_root() -> Path:
     return Path(os.environ.get("MIMSDK_CACHE") or Path.home() / ".cache" / "mimsdk")
 
 
-class VerdictCache:
-    """The verdicts of earlier scans of ``root`` (None: usable, else the reason), by path, size and mtime;
-    only usable files are remembered.
+class ScanCache(Generic[T]):
+    """What earlier scans of ``root`` learnt of each usable file, by path, size and modification time.
 
-    ``kind`` names what a verdict means (e.g. "images-header" or "images-full"), so a header check never stands
-    in for a full one. The file is rewritten whole (to a temporary name, then renamed); an unreadable or
-    stale cache is simply a miss.
+    :meth:`remembering` wraps a probe (what it returns for a usable file; it raises for an unusable one) so an
+    unchanged file is answered from the cache; :meth:`write` keeps this scan's answers. ``kind`` names the probe
+    and every setting its answer depends on (e.g. "images-header", or a document's DPI), so one probe never
+    stands in for another. ``save`` turns an answer into JSON, ``load(path, saved)`` back. Only usable files
+    are remembered: a failure may pass next time (a flaky network disk, a raised pixel limit, a new plugin), and
+    the few bad files of a folder are cheap to probe again. The file is rewritten whole (to a temporary name,
+    then renamed); an unreadable, stale or undecodable entry is simply a miss.
     """
 
-    def __init__(self, root: Path, kind: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        kind: str,
+        save: Callable[[T], Any] = lambda answer: None,
+        load: Callable[[Path, Any], T] = lambda path, saved: None,
+    ) -> None:
         key = hashlib.sha256(f"{Path(root).resolve()}\0{kind}".encode("utf-8", "surrogateescape")).hexdigest()[:24]
         self.file = cache_root() / "scans" / f"{key}.json"
+        self.save, self.load = save, load
         try:
             self.saved: dict[str, list] = json.loads(self.file.read_text())
         except (OSError, ValueError):
             self.saved = {}
         self.seen: dict[str, list] = {}
+        self.probed = 0
 
-    @staticmethod
-    def _stamp(path: Path) -> list[int]:
-        stat = path.stat()
-        return [stat.st_size, stat.st_mtime_ns]
+    def remembering(self, probe: Callable[[Path], T]) -> Callable[[Path], T]:
+        """``probe``, answered from earlier scans where the file is unchanged (safe to call from threads)."""
 
-    def check(self, paths: Sequence[Path], probe: Callable[[Path], str | None], threads: int) -> list[str | None]:
-        """``probe(path)`` (None or the reason) for each path not seen unchanged before; the others' saved verdicts."""
-        names = [os.fsdecode(p) for p in paths]
-        stamps: list[list[int] | None] = []
-        for path in paths:
+        def answer(path: Path) -> T:
+            name = os.fsdecode(path)
             try:
-                stamps.append(self._stamp(path))
+                stat = path.stat()
             except OSError:
-                stamps.append(None)
-        todo = [i for i, (n, st) in enumerate(zip(names, stamps)) if st is None or self.saved.get(n, [None])[:2] != st]
-        fresh = dict(zip(todo, _map(probe, [paths[i] for i in todo], threads)))
-        verdicts = [fresh[i] if i in fresh else self.saved[names[i]][2] for i in range(len(paths))]
-        # Only usable files are remembered: a failure may pass next time (a flaky network disk, a raised
-        # Pillow pixel limit, a new plugin), and the few bad files of a folder are cheap to probe again.
-        self.seen = {n: [*st, v] for n, st, v in zip(names, stamps, verdicts) if st is not None and v is None}
-        if todo:
-            self._save()
-        return verdicts
+                return probe(path)  # the probe names what is wrong
+            stamp = [stat.st_size, stat.st_mtime_ns]
+            saved = self.saved.get(name)
+            try:
+                if saved is None or saved[:2] != stamp:
+                    raise LookupError(name)
+                result = self.load(path, saved[2])
+            except (LookupError, TypeError, ValueError):  # not seen, changed, or saved by another mimsdk
+                result = probe(path)
+                self.probed += 1
+            self.seen[name] = [*stamp, self.save(result)]
+            return result
 
-    def _save(self) -> None:
+        return answer
+
+    def write(self) -> None:
+        """Keep this scan's answers (the files it found usable), if anything changed since the last."""
+        if not self.probed and self.seen.keys() == self.saved.keys():
+            return
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.file.with_name(f".{self.file.name}.{os.getpid()}")
@@ -86,6 +100,35 @@ class VerdictCache:
             os.replace(temporary, self.file)
         except OSError as err:  # a cache is a convenience: a read-only home must not stop a run
             log.info("scan cache not written (%s)", err)
+
+
+class VerdictCache(ScanCache[None]):
+    """A :class:`ScanCache` of verdicts alone, for probes that return None (usable) or the reason."""
+
+    def check(self, paths: Sequence[Path], probe: Callable[[Path], str | None], threads: int) -> list[str | None]:
+        """``probe(path)`` (None or the reason) for each path not seen unchanged before; the others' saved verdicts."""
+
+        def usable(path: Path) -> None:
+            reason = probe(path)
+            if reason is not None:
+                raise _Unusable(reason)
+
+        remembered = self.remembering(usable)
+
+        def verdict(path: Path) -> str | None:
+            try:
+                remembered(path)
+            except _Unusable as err:
+                return str(err)
+            return None
+
+        verdicts = _map(verdict, paths, threads)
+        self.write()
+        return verdicts
+
+
+class _Unusable(Exception):
+    """A verdict that a file cannot be used, carried through :meth:`ScanCache.remembering` (not remembered)."""
 
 
 def _map(function: Callable[[T], U], items: Sequence[T], threads: int) -> list[U]:

@@ -2,7 +2,9 @@
 
 import math
 import resource
+import shutil
 import warnings
+from pathlib import Path
 
 import pypdf
 import pypdfium2 as pdfium
@@ -285,3 +287,27 @@ def test_shipped_recipes_options_are_valid(name):
     opts = document_options(recipe.data, recipe.model)
     assert recipe.model.masker == "block" and recipe.model.mask_ratio == 0.4 and not recipe.data.hflip
     assert opts.color == {1: "gray", 3: "rgb"}[recipe.model.in_chans]
+
+
+def test_scans_are_cached_by_path_size_mtime_and_the_settings_pages_depend_on(tmp_path, monkeypatch):
+    import mimsdk.adapters.documents.pages as pages
+
+    monkeypatch.setenv("MIMSDK_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "docs").mkdir()
+    pdf = write_pdf(tmp_path / "docs" / "two.pdf", [(612, 792)] * 2)
+    scan_image = shutil.copy(next(SCANS.glob("*.png")), tmp_path / "docs")
+    looked = []
+    inspect = pages.inspect
+    monkeypatch.setattr(pages, "inspect", lambda path, *args: looked.append(path.name) or inspect(path, *args))
+    first, _, _ = scan_documents(tmp_path / "docs", document_options(data(dpi=72), MODEL))
+    assert sorted(looked) == sorted([pdf.name, Path(scan_image).name]) and len(first) == 3
+    looked.clear()
+    again, _, _ = scan_documents(tmp_path / "docs", document_options(data(dpi=72), MODEL))
+    assert looked == [] and again == first  # the same pages, sizes and scales, nothing opened
+    at_150, _, _ = scan_documents(tmp_path / "docs", document_options(data(dpi=150), MODEL))  # looked at again
+    assert sorted(looked) == sorted([pdf.name, Path(scan_image).name])
+    assert [p.scale for p in at_150 if p.is_pdf] == [150 / 72] * 2
+    looked.clear()
+    write_pdf(pdf, [(612, 792)] * 3)  # rewritten: three pages now
+    third, _, _ = scan_documents(tmp_path / "docs", document_options(data(dpi=72), MODEL))
+    assert looked == [pdf.name] and len(third) == 4

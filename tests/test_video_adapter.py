@@ -330,3 +330,26 @@ def test_pretraining_runs_end_to_end_on_the_shared_clips(tmp_path, video):
     with Image.open(out / "recon" / "latest.png") as picture:
         assert picture.height == 14 + 2 + 4 * 3 * 98  # four clips × three rows of 32² frames shown at 96²
     assert result.model.config.metadata["stride"] == 4 and result.model.config.metadata["frames"] == 8
+
+
+def test_scans_are_cached_by_path_size_and_mtime(tmp_path, video, monkeypatch):
+    import mimsdk.adapters.video.scan as scan
+
+    monkeypatch.setenv("MIMSDK_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "clips"
+    root.mkdir()
+    names = ("mmaction2_test.avi", "mmaction2_test.mp4")
+    first, second = (Path(shutil.copy(VIDEO / name, root / name)) for name in names)
+    probed = []
+    probe = scan.probe_video
+    monkeypatch.setattr(scan, "probe_video", lambda path: probed.append(path.name) or probe(path))
+    options = video_options(data(stride=2))
+    before = scan_videos(root, 8, options)
+    assert sorted(probed) == [first.name, second.name]
+    probed.clear()
+    again = scan_videos(root, 8, options)  # a new run: nothing changed, nothing decoded; the same facts
+    assert probed == [] and again.videos == before.videos
+    second.write_bytes(second.read_bytes()[: second.stat().st_size // 2])  # changed (and truncated)
+    with pytest.warns(UserWarning, match=f"{second.name}"):
+        after = scan_videos(root, 8, options)
+    assert probed == [second.name] and [v.path for v in after.videos] == [first]

@@ -14,7 +14,8 @@ the file and page), so memory stays bounded whatever the MediaBox says.
 
 Files are scanned before training: page counts come from the PDF's page tree
 (nothing is rendered) and each image frame is decoded once (in a folder of more than
-``pages.FULL_CHECK_UP_TO`` files only its header is read). An encrypted, empty,
+``pages.FULL_CHECK_UP_TO`` files only its header is read); what the scan found is cached by path,
+size and mtime. An encrypted, empty,
 corrupt or undecodable file, an image whose header claims more pixels than Pillow's
 limit, or a float image (TIFF) with NaN or infinite pixels gives one warning naming it
 and is skipped, or with ``data.strict`` the first one is a :class:`~mimsdk.data.DataError`.

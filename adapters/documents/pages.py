@@ -1,8 +1,10 @@
 """Pages: what a scan finds in PDFs (from the page tree, nothing rendered) and in page images (decoded once, or in
-a big folder only their headers read)."""
+a big folder only their headers read). What it found in a usable file is kept by path, size and mtime
+(:class:`~mimsdk.scan.ScanCache`), so a folder scanned before is looked at again only where files changed."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -18,6 +20,7 @@ from mimsdk.adapter import ScanPolicy
 from mimsdk.adapters.documents.options import DocumentOptions, parse_pages
 from mimsdk.errors import DataError
 from mimsdk.labels import label_files
+from mimsdk.scan import ScanCache
 
 PDF_SUFFIXES = {".pdf"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
@@ -189,7 +192,16 @@ def scan_documents(
         root, f"PDFs or page images ({', '.join(sorted(suffixes))})", lambda p: p.suffix.lower() in suffixes
     )
     decode = len(files) <= FULL_CHECK_UP_TO
-    found = POLICY.check(root, files, lambda p: inspect(p, opts, decode), strict)
+    # what inspect answers depends on these settings alone (fit, cache and label column do not change a page)
+    settings = json.dumps([decode, opts.dpi, opts.pages, opts.max_pixels])
+    cache = ScanCache(
+        root, f"documents-{settings}",
+        save=lambda pages: [[page.index, page.is_pdf, list(page.size), page.scale] for page in pages],
+        load=lambda path, saved: [Page(path, int(i), bool(pdf), (float(w), float(h)), float(scale))
+                                  for i, pdf, (w, h), scale in saved],
+    )  # fmt: skip
+    found = POLICY.check(root, files, cache.remembering(lambda p: inspect(p, opts, decode)), strict)
+    cache.write()
     pages = [page for _, in_file in found for page in in_file]
     if not pages:
         raise DataError(f"{root} holds no usable pages (pages={opts.pages!r})")

@@ -2,7 +2,9 @@
 
 A small folder's videos are each decoded in part (:func:`~mimsdk.adapters.video.reading.probe_video`: first and
 last frame); a big folder's only have their headers read (:func:`~mimsdk.adapters.video.reading.probe_header`),
-so training starts in seconds, and a clip that fails to decode later is named once and replaced when read.
+so training starts in seconds, and a clip that fails to decode later is named once and replaced when read. What
+either learnt of a usable file is kept by path, size and mtime (:class:`~mimsdk.scan.ScanCache`): a folder
+scanned before is looked at again only where files changed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from mimsdk.adapters.video.options import VideoOptions
 from mimsdk.adapters.video.reading import VideoInfo, probe_header, probe_video
 from mimsdk.errors import DataError
 from mimsdk.labels import label_files
+from mimsdk.scan import ScanCache
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +59,16 @@ def scan_videos(
     wanted = f"video files ({', '.join(options.extensions)})"
     files = POLICY.walk(root, wanted, lambda p: p.suffix.lower() in options.extensions)
     span = clip_span(frames, options.stride)
-    look = probe_video if len(files) <= FULL_CHECK_UP_TO else probe_header
-    if look is probe_header:
+    whole = len(files) <= FULL_CHECK_UP_TO
+    if not whole:
         log.info("%s: %d videos, reading their headers only; a clip that fails to decode is skipped when read",
                  root, len(files))  # fmt: skip
+    cache = ScanCache(
+        root, "video-full" if whole else "video-header",
+        save=lambda info: [info.frames, info.fps, info.height, info.width],
+        load=lambda path, saved: VideoInfo(path, int(saved[0]), float(saved[1]), int(saved[2]), int(saved[3])),
+    )  # fmt: skip
+    look = cache.remembering(probe_video if whole else probe_header)
 
     def probe(path: Path) -> VideoInfo:
         info = look(path)
@@ -68,7 +77,9 @@ def scan_videos(
                             f"stride {options.stride} needs (data.options.short_clip=error)")  # fmt: skip
         return info
 
-    videos = [info for _, info in POLICY.check(root, files, probe, strict)]
+    checked = POLICY.check(root, files, probe, strict)
+    cache.write()
+    videos = [info for _, info in checked]
     short = [info.path for info in videos if info.frames < span]
     action = {"loop": "looping from the start", "pad": "repeating the last frame"}.get(options.short_clip)
     for info in videos:
