@@ -294,7 +294,7 @@ def _optimize_watched(options: dict[str, Any], error: Path) -> None:
         try:
             writer.join()
         finally:  # Ctrl-C, or helpers that litdata leaves behind on an error (its workers' own children)
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(writer.pid, signal.SIGKILL)
             writer.join()
         if writer.exitcode != 0 and not error.exists():
@@ -311,7 +311,8 @@ def _optimize(options: dict[str, Any], error: Path, watched: bool = False) -> No
 
     if watched:
         os.setpgrp()
-        signal.signal(signal.SIGCHLD, lambda *_: _stop_on_a_dead_worker(error))
+        writer = os.getpid()  # litdata's workers inherit the handler: their own children are litdata's concern
+        signal.signal(signal.SIGCHLD, lambda *_: os.getpid() == writer and _stop_on_a_dead_worker(error))
     try:
         optimize(**options, start_method="fork" if watched else None)
     except RuntimeError as err:  # litdata re-raises a worker's error as text: keep its last line
