@@ -178,9 +178,31 @@ def synchronise_batch_norm(model: nn.Module, procs: Processes, device: torch.dev
     if procs.world == 1 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return
     if device.type == "cuda":
+        plain = {name: type(m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
         nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        for name, plain_class in plain.items():
+            model.get_submodule(name).plain_class = plain_class  # for plain_batch_norm
     elif procs.main:
         warnings.warn(
             "BatchNorm normalises over each process's own batch on CPUs (SyncBatchNorm needs GPUs): this run "
-            "differs from one process with the same global batch", stacklevel=2
+            "differs from one process with the same global batch",
+            stacklevel=2,
         )
+
+
+def plain_batch_norm(model: nn.Module) -> None:
+    """The SyncBatchNorm layers of :func:`synchronise_batch_norm` back to the BatchNorm they were, holding the same
+    weights and statistics: after training the model is used outside the process group, where a SyncBatchNorm
+    in training mode (a fine-tuning evaluation) would wait for the other processes."""
+    for name, module in list(model.named_modules()):
+        plain_class = getattr(module, "plain_class", None)
+        if not isinstance(module, nn.SyncBatchNorm) or plain_class is None:
+            continue
+        plain = plain_class(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        if module.affine:
+            plain.weight, plain.bias = module.weight, module.bias
+        plain.running_mean, plain.running_var = module.running_mean, module.running_var
+        plain.num_batches_tracked = module.num_batches_tracked
+        plain.train(module.training)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, plain)

@@ -60,9 +60,10 @@ class ScanCache(Generic[T]):
         self.file = cache_root() / "scans" / f"{key}.json"
         self.save, self.load = save, load
         try:
-            self.saved: dict[str, list] = json.loads(self.file.read_text())
+            saved = json.loads(self.file.read_text())
         except (OSError, ValueError):
-            self.saved = {}
+            saved = {}
+        self.saved: dict[str, list] = saved if isinstance(saved, dict) else {}
         self.seen: dict[str, list] = {}
         self.probed = 0
 
@@ -78,10 +79,10 @@ class ScanCache(Generic[T]):
             stamp = [stat.st_size, stat.st_mtime_ns]
             saved = self.saved.get(name)
             try:
-                if saved is None or saved[:2] != stamp:
+                if not isinstance(saved, list) or saved[:2] != stamp:
                     raise LookupError(name)
                 result = self.load(path, saved[2])
-            except (LookupError, TypeError, ValueError):  # not seen, changed, or saved by another mimsdk
+            except Exception:  # noqa: BLE001 - not seen, changed, or saved by another mimsdk: a miss
                 result = probe(path)
                 self.probed += 1
             self.seen[name] = [*stamp, self.save(result)]

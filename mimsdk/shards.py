@@ -24,6 +24,8 @@ import os
 import re
 import signal
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ MANIFEST = "mimsdk-shards.json"
 FORMAT = 1
 INDEX = "index.json"  # litdata's
 LITDATA_ERROR_GRACE_S = 10  # s: a worker terminated by another hand than litdata's is a death after that
+ORPHANED_WRITER_S = 120  # s: no preparing process alive and litdata not done: it waits for a dead one
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
@@ -134,7 +137,7 @@ def check_preparation(manifest: Manifest, expected: dict[str, Any], adapter: str
         )
     for key in sorted(set(expected) | set(manifest.preparation)):
         ours, theirs = _plain(expected.get(key)), _plain(manifest.preparation.get(key))
-        if key not in manifest.preparation:
+        if key not in manifest.preparation and ours is not None:
             raise DataError(
                 f"{where} records no {key} (it was made before the {adapter} adapter's preparation took that "
                 f"setting); the recipe asks for {ours!r}: shard the data again with this recipe"
@@ -289,10 +292,14 @@ def _optimize_watched(options: dict[str, Any], error: Path) -> None:
     if os.name != "posix":  # no fork, no SIGCHLD: unwatched
         _optimize(options, error)
     else:
-        writer = multiprocessing.get_context("fork").Process(target=_optimize, args=(options, error, True))
+        writer = multiprocessing.get_context("fork").Process(
+            target=_optimize, args=(options, error, os.getpid()), name="mimsdk-shard-writer"
+        )
         writer.start()
+        with contextlib.suppress(OSError):  # the writer sets it too: whichever runs first, the group exists
+            os.setpgid(writer.pid, writer.pid)
         try:
-            writer.join()
+            os.waitid(os.P_PID, writer.pid, os.WEXITED | os.WNOWAIT)  # ended, not reaped: its group id stays ours
         finally:  # Ctrl-C, or helpers that litdata leaves behind on an error (its workers' own children)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(writer.pid, signal.SIGKILL)
@@ -303,20 +310,55 @@ def _optimize_watched(options: dict[str, Any], error: Path) -> None:
         raise DataError(error.read_text())
 
 
-def _optimize(options: dict[str, Any], error: Path, watched: bool = False) -> None:
-    """The shard writer's body: litdata's optimize; its error, one line, goes to ``error``. Watched, the writer
-    leads a process group of its own, which every worker and their helpers join, so that one kill ends them all,
-    even a helper whose worker died while starting it."""
-    from litdata import optimize
+def _optimize(options: dict[str, Any], error: Path, caller: int | None = None) -> None:
+    """The shard writer's body: litdata's optimize; its error, one line, goes to ``error``.
 
-    if watched:
+    Given the ``caller``'s pid (watched), the writer leads a process group of its own, which every worker joins,
+    so that one kill ends them all; it stops the group when a worker dies (:func:`_stop_on_a_dead_worker`), and
+    when the caller is gone (killed without the chance to stop it) or no worker is left while litdata still
+    waits (:func:`_watch`).
+    """
+    if caller is not None:
         os.setpgrp()
         writer = os.getpid()  # litdata's workers inherit the handler: their own children are litdata's concern
         signal.signal(signal.SIGCHLD, lambda *_: os.getpid() == writer and _stop_on_a_dead_worker(error))
+        threading.Thread(target=_watch, args=(caller, error), daemon=True).start()  # forked workers do not inherit it
+    from litdata import optimize
+
     try:
-        optimize(**options, start_method="fork" if watched else None)
+        optimize(**options, start_method="fork" if caller is not None else None)
     except RuntimeError as err:  # litdata re-raises a worker's error as text: keep its last line
         error.write_text(_worker_error(str(err)))
+    except Exception as err:  # noqa: BLE001 - litdata's own failure (a full disk, a bad index): named, one line
+        error.write_text(f"{type(err).__name__}: {err}")
+
+
+def _watch(caller: int, error: Path) -> None:
+    """In the shard writer, once a second: stop the group when the caller is gone, or when every worker seen has
+    ended for :data:`ORPHANED_WRITER_S` while litdata still runs. The second is the rare death the SIGCHLD
+    handler misses: one that litdata reaped itself (``is_alive``) before the handler could look, after which
+    litdata waits forever for that worker's index."""
+    seen: set[int] = set()
+    ended_since: float | None = None
+    while True:
+        time.sleep(1)
+        if os.getppid() != caller:
+            _stop_writer(error, "the process that started the shard writer is gone; the shard set was not written")
+        alive = set()
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    alive.add(child.pid)
+        seen |= alive
+        if alive or not seen:
+            ended_since = None
+        elif ended_since is None:
+            ended_since = time.monotonic()
+        elif time.monotonic() - ended_since > ORPHANED_WRITER_S:
+            _stop_writer(
+                error, f"every preparing process has ended, yet litdata has not finished after {ORPHANED_WRITER_S} "
+                "s: one of them died (out of memory?); the shard set was not written",
+            )  # fmt: skip
 
 
 def _stop_on_a_dead_worker(error: Path) -> None:
@@ -349,7 +391,10 @@ def _stop_writer(error: Path, reason: str) -> None:
 def _exit_reason(code: int | None) -> str:
     """A process's exit code in words: ``-9`` is "killed by SIGKILL (out of memory?)"."""
     if code is not None and code < 0:
-        name = signal.Signals(-code).name
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a real-time signal has no name
+            name = f"signal {-code}"
         return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
     return f"exit status {code}"
 

@@ -131,20 +131,21 @@ class TimedBatches:
 
     def __init__(self, batches: Iterator, device: torch.device | None = None) -> None:
         self.batches, self.waited = batches, 0.0
-        self.cuda = device is not None and device.type == "cuda"
+        self.device = device if device is not None and device.type == "cuda" else None
         self.marks: list[tuple[Any, Any]] = []  # (queued work done, batch in hand) per batch, on a GPU
 
     def __iter__(self) -> TimedBatches:
         return self
 
     def __next__(self) -> Any:
-        if self.cuda:
+        if self.device is not None:
+            stream = torch.cuda.current_stream(self.device)  # this process's GPU, whichever is current
             before, after = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            before.record()
+            before.record(stream)
             try:
                 return next(self.batches)
             finally:
-                after.record()
+                after.record(stream)
                 self.marks.append((before, after))
         started = time.perf_counter()
         try:

@@ -38,7 +38,7 @@ from mimsdk.hub.public_weights import read_public
 from mimsdk.model import MaskedAutoencoder, create_model
 from mimsdk.nonfinite import NonFiniteGuard
 from mimsdk.optim import lr_at, param_groups, set_lr
-from mimsdk.parallel import as_number, parallelize, prepare_blocks, remove_old_shards
+from mimsdk.parallel import as_number, parallelize, plain_batch_norm, prepare_blocks, remove_old_shards
 from mimsdk.probe import held_out_metrics
 from mimsdk.run_log import TRAIN_COLUMNS, RunLog, closing_summary, run_summary, save_picture
 from mimsdk.serialization import check_size, save_model
@@ -273,6 +273,8 @@ class Trainer:
             run_log.close()
             tqdm.write(closing_summary(self.history), file=sys.stderr)
         barrier(self.procs)
+        if not self.spread.sharded:  # FSDP keeps its hold on the layers it shards
+            plain_batch_norm(self.model)
         self.model.eval()
         return PretrainResult(self.model, self.run_dir, self.history, self.recipe)
 

@@ -104,7 +104,7 @@ def test_batch_norm_is_synchronised_over_gpus_and_keeps_its_weight_names():
     from torch import nn
 
     from mimsdk.distributed import Processes
-    from mimsdk.parallel import synchronise_batch_norm
+    from mimsdk.parallel import plain_batch_norm, synchronise_batch_norm
 
     model = create_model(
         size="tiny", depth=1, input_size=[512, 3], tokenizer="point_groups", target="chamfer", modality="pointcloud",
@@ -119,4 +119,9 @@ def test_batch_norm_is_synchronised_over_gpus_and_keeps_its_weight_names():
     synchronise_batch_norm(model, Processes(world=2), torch.device("cuda"))  # converts without touching a GPU
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert len(norms) == 2 and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    assert list(model.state_dict()) == names
+    weights = [m.weight for m in norms]
+    plain_batch_norm(model)  # after training: plain BatchNorm again, the same weights
+    back = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert all(type(m) is nn.BatchNorm1d for m in back) and [m.weight for m in back] == weights
     assert list(model.state_dict()) == names

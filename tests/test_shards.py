@@ -5,9 +5,14 @@ and a truncated shard is named."""
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import textwrap
+import time
 import warnings
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from torchrun import pretrain_in_two_processes
@@ -196,3 +201,38 @@ def test_preparation_settings_compare_as_settings_and_a_missing_one_is_named():
         check_preparation(made, {"nodata": 0, "window": [-1000, 400]}, "multispectral", 2, "set")
     with pytest.raises(DataError, match=r"set records no bands .* the recipe asks for \['B02'\]: shard the data"):
         check_preparation(made, {**made.preparation, "bands": ["B02"]}, "multispectral", 2, "set")
+
+
+def test_a_shard_writer_whose_caller_is_killed_stops_with_it(tmp_path):
+    script = tmp_path / "caller.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import time
+        from mimsdk.shards import Manifest, write_shards
+        def slow(index):
+            time.sleep(0.5)
+            return {{"index": index}}
+        write_shards(slow, 400, {str(tmp_path / "set")!r}, Manifest("test", 1, {{}}, 400), workers=2)
+        """)
+    )
+    caller = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    group: list[psutil.Process] = []
+    while time.monotonic() < deadline and len(group) < 3:  # the writer and its two workers
+        time.sleep(0.2)
+        group = psutil.Process(caller.pid).children(recursive=True)
+    assert len(group) >= 3, "the shard writer did not start its workers"
+    caller.kill()  # as an out-of-memory kill would: no chance to stop the writer
+    caller.wait()
+
+    def running(process: psutil.Process) -> bool:
+        try:
+            return process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(map(running, group)):
+        time.sleep(0.2)
+    assert not any(map(running, group)), "the writer or its workers outlived their caller"
+    assert not (tmp_path / "set").exists()

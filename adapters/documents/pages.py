@@ -90,6 +90,28 @@ def _pdf_failure(path: Path, err: pdfium.PdfiumError) -> str:
     return f"is damaged or truncated; pdfium cannot open it ({err})"
 
 
+def warn_if_capped(page: Page, opts: DocumentOptions) -> Page:
+    """``page``, after a warning naming it if ``max_pixels`` made it smaller than asked (a lower DPI, a shrunk
+    image); said by every scan, the cached ones too."""
+    w, h = page.size
+    if page.is_pdf and page.scale < opts.dpi / POINTS_PER_INCH:
+        wanted = opts.dpi / POINTS_PER_INCH
+        warnings.warn(
+            f"{page.path} page {page.index + 1}: {w / POINTS_PER_INCH * 0.0254:.2f} m × "
+            f"{h / POINTS_PER_INCH * 0.0254:.2f} m would render to {math.ceil(w * wanted)} × {math.ceil(h * wanted)} "
+            f"pixels at {opts.dpi:g} DPI; rendering at {page.scale * POINTS_PER_INCH:.1f} DPI to stay within "
+            f"data.options.max_pixels={opts.max_pixels}",
+            stacklevel=4,
+        )
+    elif not page.is_pdf and page.scale < 1.0:
+        warnings.warn(
+            f"{page.path} frame {page.index + 1}: {w:.0f} × {h:.0f} pixels exceed data.options.max_pixels="
+            f"{opts.max_pixels}; it is shrunk by {page.scale:.3f}",
+            stacklevel=4,
+        )
+    return page
+
+
 def inspect_pdf(path: Path, opts: DocumentOptions) -> list[Page]:
     """The selected pages of a PDF, with their size, without rendering anything. Raises BadFile."""
     try:
@@ -105,17 +127,8 @@ def inspect_pdf(path: Path, opts: DocumentOptions) -> list[Page]:
             w, h = pdf.get_page_size(i)
             if w <= 0 or h <= 0:
                 raise BadFile(f"page {i + 1} has an empty MediaBox ({w} × {h} pt)")
-            wanted = opts.dpi / POINTS_PER_INCH
-            scale = capped_scale(w, h, wanted, opts.max_pixels)
-            if scale < wanted:
-                warnings.warn(
-                    f"{path} page {i + 1}: {w / POINTS_PER_INCH * 0.0254:.2f} m × {h / POINTS_PER_INCH * 0.0254:.2f} m"
-                    f" would render to {math.ceil(w * wanted)} × {math.ceil(h * wanted)} pixels at {opts.dpi:g} DPI; "
-                    f"rendering at {scale * POINTS_PER_INCH:.1f} DPI to stay within data.options.max_pixels="
-                    f"{opts.max_pixels}",
-                    stacklevel=3,
-                )
-            pages.append(Page(path, i, True, (w, h), scale))
+            scale = capped_scale(w, h, opts.dpi / POINTS_PER_INCH, opts.max_pixels)
+            pages.append(warn_if_capped(Page(path, i, True, (w, h), scale), opts))
         return pages
     finally:
         pdf.close()
@@ -139,13 +152,7 @@ def inspect_image(path: Path, opts: DocumentOptions, decode: bool = True) -> lis
                         raise BadFile(f"frame {i + 1}: {bad} of {values.size} pixels are NaN or infinite (float image)")
                 w, h = img.size
                 scale = capped_scale(w, h, 1.0, opts.max_pixels)
-                if scale < 1.0:
-                    warnings.warn(
-                        f"{path} frame {i + 1}: {w} × {h} pixels exceed data.options.max_pixels={opts.max_pixels}; "
-                        f"it is shrunk by {scale:.3f}",
-                        stacklevel=3,
-                    )
-                pages.append(Page(path, i, False, (float(w), float(h)), scale))
+                pages.append(warn_if_capped(Page(path, i, False, (float(w), float(h)), scale), opts))
             return pages
     except UnidentifiedImageError as err:
         raise BadFile("is not an image Pillow can read") from err
@@ -193,12 +200,12 @@ def scan_documents(
     )
     decode = len(files) <= FULL_CHECK_UP_TO
     # what inspect answers depends on these settings alone (fit, cache and label column do not change a page)
-    settings = json.dumps([decode, opts.dpi, opts.pages, opts.max_pixels])
+    settings = json.dumps([decode, opts.dpi, opts.pages, opts.max_pixels, Image.MAX_IMAGE_PIXELS])
     cache = ScanCache(
         root, f"documents-{settings}",
         save=lambda pages: [[page.index, page.is_pdf, list(page.size), page.scale] for page in pages],
-        load=lambda path, saved: [Page(path, int(i), bool(pdf), (float(w), float(h)), float(scale))
-                                  for i, pdf, (w, h), scale in saved],
+        load=lambda path, saved: [warn_if_capped(Page(path, int(i), bool(pdf), (float(w), float(h)), float(scale)),
+                                                 opts) for i, pdf, (w, h), scale in saved],
     )  # fmt: skip
     found = POLICY.check(root, files, cache.remembering(lambda p: inspect(p, opts, decode)), strict)
     cache.write()

@@ -17,7 +17,7 @@ from pathlib import Path
 from mimsdk.adapter import ScanPolicy
 from mimsdk.adapters.video.clips import clip_span
 from mimsdk.adapters.video.options import VideoOptions
-from mimsdk.adapters.video.reading import VideoInfo, probe_header, probe_video
+from mimsdk.adapters.video.reading import MAX_FRAME_PIXELS, VideoInfo, probe_header, probe_video
 from mimsdk.errors import DataError
 from mimsdk.labels import label_files
 from mimsdk.scan import ScanCache
@@ -64,7 +64,7 @@ def scan_videos(
         log.info("%s: %d videos, reading their headers only; a clip that fails to decode is skipped when read",
                  root, len(files))  # fmt: skip
     cache = ScanCache(
-        root, "video-full" if whole else "video-header",
+        root, f"video-{'full' if whole else 'header'}-{MAX_FRAME_PIXELS}",
         save=lambda info: [info.frames, info.fps, info.height, info.width],
         load=lambda path, saved: VideoInfo(path, int(saved[0]), float(saved[1]), int(saved[2]), int(saved[3])),
     )  # fmt: skip
