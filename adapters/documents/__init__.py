@@ -127,10 +127,6 @@ class DocumentDataset(PreparedDataset):
         return self.prepared.pages
 
     @property
-    def labels(self) -> list[int]:
-        return self.prepared.labels
-
-    @property
     def opts(self) -> DocumentOptions:
         return self.prepared.opts
 

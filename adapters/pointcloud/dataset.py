@@ -135,10 +135,6 @@ class PointCloudDataset(PreparedDataset):
         return self.prepared.files
 
     @property
-    def labels(self) -> list[int]:
-        return self.prepared.labels
-
-    @property
     def opts(self) -> PointCloudOptions:
         """The options the clouds are finished with (the recipe's over those stored with the model)."""
         return self.finish.opts
