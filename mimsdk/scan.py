@@ -14,9 +14,12 @@ import hashlib
 import json
 import logging
 import os
+import threading
+import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 U = TypeVar("U")
 
+THREAD_EXIT_WAIT_S = 5.0  # a scan thread still ending in C after this is left to end on its own
 FULL_CHECK_LIMIT = 5000  # files: up to this many, each is decoded whole before training; beyond, headers only
 
 
@@ -134,10 +138,38 @@ class _Unusable(Exception):
 
 def _map(function: Callable[[T], U], items: Sequence[T], threads: int) -> list[U]:
     """``function`` over ``items`` in ``threads`` threads (in order)."""
-    if threads > 1 and len(items) > 1:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            return list(pool.map(function, items))
-    return [function(item) for item in items]
+    if threads <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with fork_safe_threads(threads) as pool:
+        return list(pool.map(function, items))
+
+
+@contextmanager
+def fork_safe_threads(threads: int) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool that, on leaving, waits until its threads have ended in the operating system too (up to
+    :data:`THREAD_EXIT_WAIT_S`), so that a process forked afterwards holds no lock one of them held.
+
+    ``Thread.join`` returns before a thread's C-level thread-local destructors run, and GDAL closes its per-thread
+    PROJ database there, holding SQLite's lock. A process forked in that gap (a DataLoader worker, the shard
+    writer) inherits the lock held by a thread it does not have, and hangs at its first ``rasterio.open``. The
+    wait reads ``/proc/self/task``; where there is none (not Linux), nothing is waited for.
+    """
+    started: list[int] = []
+
+    def remember_thread() -> None:
+        started.append(threading.get_native_id())
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, threads), initializer=remember_thread) as pool:
+            yield pool
+    finally:
+        tasks = Path("/proc/self/task")
+        deadline = time.monotonic() + THREAD_EXIT_WAIT_S
+        while tasks.is_dir() and any((tasks / str(tid)).exists() for tid in started):
+            if time.monotonic() > deadline:
+                log.warning("threads %s had not ended after %s s; a fork now may hang", started, THREAD_EXIT_WAIT_S)
+                break
+            time.sleep(0.001)
 
 
 @dataclass(frozen=True)

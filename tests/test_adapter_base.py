@@ -2,6 +2,8 @@
 
 import dataclasses
 import gzip
+import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from mimsdk import ConfigError, DataConfig, DataError, ModelConfig, load_recipe
 from mimsdk.adapter import CORE_KEYS, Adapter, ScanPolicy, get_adapter
 from mimsdk.adapters.video import clip_span
 from mimsdk.registry import ADAPTERS
+from mimsdk.scan import fork_safe_threads
 
 VIDEO = SHARED / "video"
 MP4 = VIDEO / "mmaction2_test.mp4"  # 300 frames, 340×256
@@ -198,3 +201,28 @@ def test_one_problem_shared_by_several_units_is_one_warning(tmp_path):
     problem = "x.npz[train_images]: cannot be read (all 2 images of x.npz[train_images])"
     good, messages = recorded(lambda: ScanPolicy(unit="items").settle(tmp_path, [None, problem, problem], False))
     assert good == [0] and messages == [f"skipping {problem}", f"skipped 2 of 3 items in {tmp_path}; using 1"]
+
+
+def test_a_process_forked_after_a_threaded_scan_can_read_geotiffs():
+    """GDAL closes a thread's PROJ database in the thread's C-level destructors, holding SQLite's lock, after
+    ``join`` has returned; a process forked then (a DataLoader or shard worker) hung at its first ``rasterio.open``.
+    With a plain ThreadPoolExecutor about one fork in four hung here; the scan's pool waits for its threads."""
+    rasterio = pytest.importorskip("rasterio")
+    scenes = sorted((SHARED / "multispectral" / "hydro_s2_patches").glob("*.tif"))
+    if not scenes:
+        pytest.fail("shared sample data missing: tests expect ../shared beside the checkout")
+
+    def crs(path: Path) -> str:
+        with rasterio.open(path) as dataset:
+            return str(dataset.crs)
+
+    hung = 0
+    for _ in range(20):
+        with fork_safe_threads(2) as pool:
+            expected = list(pool.map(crs, scenes))
+        child = os.fork()
+        if child == 0:  # the child: read a scene (its CRS needs PROJ's database) or be stopped by the alarm
+            signal.alarm(10)
+            os._exit(0 if crs(scenes[0]) == expected[0] else 1)
+        hung += os.waitpid(child, 0)[1] != 0
+    assert hung == 0, f"{hung} of 20 processes forked after a threaded scan could not read a GeoTIFF"

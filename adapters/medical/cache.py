@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from mimsdk.adapters.medical.headers import stored_bytes
 from mimsdk.adapters.medical.options import MedicalOptions, memory_limit
 from mimsdk.adapters.medical.prepare import Prepare
 from mimsdk.errors import DataError
-from mimsdk.scan import cache_root
+from mimsdk.scan import cache_root, fork_safe_threads
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def fitting(items: list[dict[str, Any]], prepare: Prepare, limit: int) -> tuple[
     """How many of the first items fit ``limit`` bytes when stored, and their bytes (header estimates, read in
     threads a chunk at a time, so the headers past the limit are not read)."""
     total = 0
-    with ThreadPoolExecutor(max_workers=HEADER_THREADS) as pool:
+    with fork_safe_threads(HEADER_THREADS) as pool:
         for start in range(0, len(items), HEADER_CHUNK):
             chunk = items[start : start + HEADER_CHUNK]
             for offset, size in enumerate(pool.map(lambda item: stored_bytes(item, prepare), chunk)):

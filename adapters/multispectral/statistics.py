@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,6 +17,7 @@ from mimsdk.adapter import readable_path
 from mimsdk.adapters.multispectral.options import MultispectralOptions
 from mimsdk.adapters.multispectral.scenes import BIG_FOLDER, POLICY, Scene, unreadable
 from mimsdk.errors import DataError
+from mimsdk.scan import fork_safe_threads
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def scene_statistics(scenes: Sequence[Scene], channels: int, nodata: float | Non
         except DataError as err:
             return err
 
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    with fork_safe_threads(threads) as pool:
         for first in range(0, len(scenes), BATCH):
             batch = scenes[first : first + BATCH]
             for scene, measured in zip(batch, pool.map(measure, batch) if threads > 1 else map(measure, batch)):
