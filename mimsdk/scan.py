@@ -5,7 +5,8 @@ On a big folder (more than :data:`FULL_CHECK_LIMIT` files) an adapter checks hea
 (decoding 10^5 files first would hold step one for minutes); a file that fails later, when read, is named once
 and replaced (:class:`~mimsdk.data.SampleDataset`). :class:`ScanCache` keeps what the scan learnt of each usable
 file on disk by path, size and modification time, so a folder scanned before is probed again only where files
-changed.
+changed. Probes run in :func:`fork_safe_threads`, which every thread pool of mimsdk uses, so that a worker process
+forked after a scan inherits no lock a scan thread held.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 U = TypeVar("U")
 
-THREAD_EXIT_WAIT_S = 5.0  # a scan thread still ending in C after this is left to end on its own
+THREAD_EXIT_WAIT_S = 5.0  # s: a pool thread of fork_safe_threads still ending after this is left to end alone
 FULL_CHECK_LIMIT = 5000  # files: up to this many, each is decoded whole before training; beyond, headers only
 
 
